@@ -1,0 +1,64 @@
+"""Generating text: turn a prompt into ids, extend it one token at a time, turn the ids back into text.
+
+A GPT predicts, at every position, scores (logits) for the token that comes next. To generate, we
+feed the prompt, keep only the last position's logits (the prediction for the token after the
+prompt), pick a token, append it and repeat. ``generate_text_simple`` picks greedily: always the token
+with the highest score. The model can only look at ``context_size`` tokens, so a prompt that has grown
+longer is cropped to its last ``context_size`` tokens before each step.
+"""
+
+import torch
+
+from .model import check_token_ids
+from .tokenizer import END_OF_TEXT
+
+
+def _vocab_size(model):
+    cfg = getattr(model, "cfg", None)
+    return cfg["vocab_size"] if isinstance(cfg, dict) and "vocab_size" in cfg else None
+
+
+def generate_text_simple(model, idx, max_new_tokens, context_size):
+    """Greedy generation.
+
+    ``idx``: ``(batch, num_tokens)`` token ids of the prompt. Returns ``(batch, num_tokens +
+    max_new_tokens)``: the prompt followed by the new tokens. Runs under ``torch.no_grad()``; put the
+    model in ``eval()`` mode first, or dropout makes the result random.
+    """
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not isinstance(context_size, int) or isinstance(context_size, bool) or context_size < 1:
+        raise ValueError(f"context_size must be a positive integer, got {context_size!r}")
+    vocab_size = _vocab_size(model)
+    check_token_ids(idx, vocab_size if vocab_size is not None else torch.iinfo(torch.long).max)
+
+    for _ in range(max_new_tokens):
+        idx_cond = idx[:, -context_size:]  # (batch, <= context_size): what the model can see
+        with torch.no_grad():
+            logits = model(idx_cond)  # (batch, n_tokens, vocab_size)
+        logits = logits[:, -1, :]  # (batch, vocab_size): the prediction for the next token
+        # softmax keeps the order of the logits, so argmax of either picks the same token;
+        # the probabilities are what one would look at or sample from.
+        probas = torch.softmax(logits, dim=-1)
+        idx_next = torch.argmax(probas, dim=-1, keepdim=True)  # (batch, 1)
+        idx = torch.cat((idx, idx_next), dim=1)  # (batch, n_tokens + 1)
+    return idx
+
+
+def text_to_token_ids(text, tokenizer):
+    """str -> ``(1, num_tokens)`` LongTensor, ready for the model (``<|endoftext|>`` allowed)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not text:
+        raise ValueError("the prompt is empty: the model needs at least one token to continue from")
+    encoded = tokenizer.encode(text, allowed_special={END_OF_TEXT})
+    return torch.tensor(encoded).unsqueeze(0)  # add the batch dimension
+
+
+def token_ids_to_text(token_ids, tokenizer):
+    """``(1, num_tokens)`` or ``(num_tokens,)`` ids -> str."""
+    if isinstance(token_ids, torch.Tensor):
+        if token_ids.dim() == 2 and token_ids.shape[0] != 1:
+            raise ValueError(f"expected one sequence, shape (1, num_tokens); got {tuple(token_ids.shape)}")
+        token_ids = token_ids.reshape(-1).tolist()
+    return tokenizer.decode(token_ids)

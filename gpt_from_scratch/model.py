@@ -1,0 +1,208 @@
+"""The GPT model: a placeholder version first, then the real pieces and the full ``GPTModel``.
+
+Data flows through ``GPTModel`` like this (``b`` = batch, ``t`` = tokens, ``d`` = ``emb_dim``)::
+
+    token ids (b, t)
+      -> token embedding + position embedding        (b, t, d)
+      -> dropout
+      -> n_layers x TransformerBlock                  (b, t, d)
+      -> final LayerNorm                              (b, t, d)
+      -> output head (linear, no bias)                (b, t, vocab_size)  = logits
+
+A ``TransformerBlock`` is "pre-LayerNorm" as in GPT-2: normalise, transform, add the result back to the
+block's input (the shortcut), once with attention and once with a feed-forward network::
+
+    x = x + dropout(attention(norm1(x)))
+    x = x + dropout(feed_forward(norm2(x)))
+
+The placeholder ``DummyGPTModel`` has the same attribute names but its blocks and final norm return
+their input unchanged, so the plumbing (shapes in and out) can be checked before the pieces exist.
+
+Order of construction matters for reproducibility: PyTorch's default initialisation draws from one
+random stream, so building the modules in the series' order (token embedding, position embedding,
+then per block query, key, value, out_proj, feed-forward, norms; final norm; output head) is what makes
+``torch.manual_seed(123)`` give the series' exact weights and exact generated text.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .attention import MultiHeadAttention
+from .config import validate_config
+
+
+def check_token_ids(idx, vocab_size, context_length=None):
+    """Check ``idx`` is an integer tensor of shape (batch, num_tokens) holding ids in [0, vocab_size).
+
+    Cheap (one min and one max), and it turns PyTorch's "index out of range in self" into a message
+    that names the offending value and the limit.
+    """
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(f"token ids must be a torch.Tensor of shape (batch, num_tokens), got {type(idx).__name__}")
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise TypeError(f"token ids must be an integer tensor (torch.long), got dtype {idx.dtype}")
+    if idx.dim() != 2:
+        hint = "; add a batch dimension with idx.unsqueeze(0)" if idx.dim() == 1 else ""
+        raise ValueError(f"token ids must have shape (batch, num_tokens), got shape {tuple(idx.shape)}{hint}")
+    if idx.shape[1] == 0:
+        raise ValueError("token ids are empty: need at least one token per sequence")
+    if context_length is not None and idx.shape[1] > context_length:
+        raise ValueError(
+            f"sequence of {idx.shape[1]} tokens is longer than context_length={context_length}; "
+            f"crop it, e.g. idx[:, -{context_length}:]"
+        )
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
+
+
+class _GPTBase(nn.Module):
+    """Embeddings, blocks, final norm and output head, wired as in GPT-2; subclasses choose the blocks."""
+
+    def __init__(self, cfg, block, norm):
+        super().__init__()
+        self.cfg = dict(validate_config(cfg))
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
+        self.trf_blocks = nn.Sequential(*[block(cfg) for _ in range(cfg["n_layers"])])
+        self.final_norm = norm(cfg["emb_dim"])
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+
+    def forward(self, in_idx):
+        """``in_idx`` (batch, num_tokens) of token ids -> logits (batch, num_tokens, vocab_size)."""
+        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"])
+        _, seq_len = in_idx.shape
+        tok_embeds = self.tok_emb(in_idx)  # (b, t, d)
+        pos_embeds = self.pos_emb(torch.arange(seq_len, device=in_idx.device))  # (t, d), broadcast over b
+        x = self.drop_emb(tok_embeds + pos_embeds)
+        x = self.trf_blocks(x)
+        x = self.final_norm(x)
+        return self.out_head(x)  # (b, t, vocab_size)
+
+
+# --- the placeholder model ------------------------------------------------------------------------
+
+class DummyTransformerBlock(nn.Module):
+    """Placeholder block: returns its input unchanged. ``(b, t, d) -> (b, t, d)``."""
+
+    def __init__(self, cfg):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class DummyLayerNorm(nn.Module):
+    """Placeholder norm with LayerNorm's signature: returns its input unchanged."""
+
+    def __init__(self, normalized_shape, eps=1e-5):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class DummyGPTModel(_GPTBase):
+    """The GPT skeleton with placeholder blocks and norm: real embeddings and output head only."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg, DummyTransformerBlock, DummyLayerNorm)
+
+
+# --- the real pieces --------------------------------------------------------------------------------
+
+class LayerNorm(nn.Module):
+    """Normalise each vector over its last dimension to mean 0 and variance 1, then scale and shift.
+
+    ``(..., emb_dim) -> (..., emb_dim)``. The variance is the biased one (divide by n, not n - 1), as
+    in GPT-2 and ``torch.nn.LayerNorm``; ``eps`` keeps the division finite when the variance is 0.
+    ``scale`` (init 1) and ``shift`` (init 0) are trained, so the model can undo the normalisation.
+    """
+
+    def __init__(self, emb_dim, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x):
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        norm_x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.scale * norm_x + self.shift
+
+
+class GELU(nn.Module):
+    """Gaussian error linear unit, tanh approximation (as in GPT-2). Elementwise, any shape.
+
+    ``GELU(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``: like ReLU for large |x|, but smooth
+    around 0 and slightly negative for small negative x, so every input still gets a gradient.
+    """
+
+    def forward(self, x):
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward network: ``emb_dim -> 4*emb_dim -> GELU -> emb_dim``. ``(b, t, d) -> (b, t, d)``."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
+            GELU(),
+            nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm transformer block: attention and feed-forward, each with a shortcut. ``(b, t, d) -> (b, t, d)``.
+
+    The shortcuts (``x + f(x)``) give gradients a path around every block, which is what lets a deep
+    stack of blocks train at all.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.att = MultiHeadAttention(
+            d_in=cfg["emb_dim"],
+            d_out=cfg["emb_dim"],
+            context_length=cfg["context_length"],
+            num_heads=cfg["n_heads"],
+            dropout=cfg["drop_rate"],
+            qkv_bias=cfg["qkv_bias"],
+        )
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg["emb_dim"])
+        self.norm2 = LayerNorm(cfg["emb_dim"])
+        self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
+
+    def forward(self, x):
+        x = x + self.drop_shortcut(self.att(self.norm1(x)))
+        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        return x
+
+
+class GPTModel(_GPTBase):
+    """GPT-2: embeddings, ``n_layers`` transformer blocks, final LayerNorm, output head.
+
+    ``(batch, num_tokens)`` token ids -> ``(batch, num_tokens, vocab_size)`` logits: at each position,
+    an unnormalised score for every possible next token.
+
+    With ``tie_weights=True`` the output head reuses the token embedding matrix (as the original GPT-2
+    does), which saves ``vocab_size * emb_dim`` parameters: 124,412,160 instead of 163,009,536 for
+    ``GPT_CONFIG_124M``. The head's own weight is still created first, so the random stream and the
+    other weights are the same either way.
+    """
+
+    def __init__(self, cfg, tie_weights=False):
+        super().__init__(cfg, TransformerBlock, LayerNorm)
+        if tie_weights:
+            self.out_head.weight = self.tok_emb.weight
