@@ -23,8 +23,9 @@ from tiktoken.load import load_tiktoken_bpe
 
 # Split on punctuation, double dashes and whitespace; the capture group keeps the separators.
 _SPLIT = re.compile(r'([,.:;?_!"()\']|--|\s)')
-# When decoding, remove the space that joining put in front of punctuation.
-_SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?!"()\'])')
+# When decoding, remove the spaces that joining put before punctuation and after "(".
+_SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?!")\'])')
+_SPACE_AFTER_PAREN = re.compile(r'\(\s+')
 
 END_OF_TEXT = "<|endoftext|>"
 UNKNOWN = "<|unk|>"
@@ -50,6 +51,13 @@ def build_vocab(text, special_tokens=()):
     return {token: i for i, token in enumerate(words)}
 
 
+class UnknownTokenError(KeyError):
+    """A word that is not in the vocabulary. A KeyError, like a failed dict lookup, that prints cleanly."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
 class SimpleTokenizerV1:
     """Word-level tokenizer over a fixed vocabulary; an unknown word is an error."""
 
@@ -61,7 +69,7 @@ class SimpleTokenizerV1:
 
     def _lookup(self, token):
         if token not in self.str_to_int:
-            raise KeyError(
+            raise UnknownTokenError(
                 f"{token!r} is not in the vocabulary ({len(self.str_to_int)} tokens); "
                 f"SimpleTokenizerV2 maps unknown words to {UNKNOWN}"
             )
@@ -77,7 +85,7 @@ class SimpleTokenizerV1:
         if unknown:
             raise ValueError(f"token id {unknown[0]} is not in the vocabulary (ids 0..{len(self.int_to_str) - 1})")
         text = " ".join(self.int_to_str[i] for i in ids)
-        return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+        return _SPACE_AFTER_PAREN.sub("(", _SPACE_BEFORE_PUNCT.sub(r"\1", text))
 
 
 class SimpleTokenizerV2(SimpleTokenizerV1):
