@@ -6,10 +6,12 @@ Read the modules in the order data flows through a GPT::
     data       token ids -> training pairs   (GPTDatasetV1, create_dataloader)
     attention  tokens looking at tokens      (SelfAttention_v1 ... MultiHeadAttention)
     model      ids -> logits                 (DummyGPTModel, LayerNorm, GELU, ..., GPTModel)
-    generate   logits -> next token -> text  (generate_text_simple, text_to_token_ids, ...)
+    generate   logits -> next token -> text  (generate_text_simple, generate, text_to_token_ids, ...)
+    train      loss and training loop        (calc_loss_batch, train_model, ...)
+    checkpoint save and resume a run         (save_checkpoint, load_checkpoint)
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
-weights into a GPTModel.
+weights into a GPTModel; ``cli`` is the ``gpt-from-scratch`` command.
 """
 
 from .attention import (
@@ -25,11 +27,13 @@ from .config import (
     GPT_CONFIG_355M,
     GPT_CONFIG_774M,
     GPT_CONFIG_1558M,
+    GPT_CONFIG_TINY,
     GPT_CONFIGS,
     validate_config,
 )
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import GPTDatasetV1, create_dataloader, create_dataloader_v1, load_sample_text
-from .generate import generate_text_simple, text_to_token_ids, token_ids_to_text
+from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text
 from .model import (
     GELU,
     DummyGPTModel,
@@ -50,6 +54,17 @@ from .tokenizer import (
     get_tokenizer,
     split_text,
 )
+from .train import (
+    History,
+    calc_loss_batch,
+    calc_loss_loader,
+    evaluate_model,
+    generate_sample,
+    lr_at_step,
+    perplexity,
+    train_model,
+    train_model_simple,
+)
 from .weights import load_hf_gpt2_weights
 
 __version__ = "0.1.0"
@@ -57,10 +72,13 @@ __version__ = "0.1.0"
 __all__ = [
     "CausalAttention", "MultiHeadAttention", "MultiHeadAttentionWrapper", "SelfAttention_v1",
     "SelfAttention_v2", "causal_mask",
-    "GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIGS",
+    "GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIG_TINY", "GPT_CONFIGS",
     "validate_config",
     "GPTDatasetV1", "create_dataloader", "create_dataloader_v1", "load_sample_text",
-    "generate_text_simple", "text_to_token_ids", "token_ids_to_text",
+    "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text",
+    "load_checkpoint", "read_checkpoint", "save_checkpoint",
+    "History", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_sample", "lr_at_step",
+    "perplexity", "train_model", "train_model_simple",
     "GELU", "DummyGPTModel", "DummyLayerNorm", "DummyTransformerBlock", "FeedForward", "GPTModel",
     "LayerNorm", "TransformerBlock", "check_token_ids",
     "END_OF_TEXT", "UNKNOWN", "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "get_tokenizer",

@@ -25,6 +25,10 @@ GPT_CONFIG_355M = {**GPT_CONFIG_124M, "emb_dim": 1024, "n_heads": 16, "n_layers"
 GPT_CONFIG_774M = {**GPT_CONFIG_124M, "emb_dim": 1280, "n_heads": 20, "n_layers": 36}
 GPT_CONFIG_1558M = {**GPT_CONFIG_124M, "emb_dim": 1600, "n_heads": 25, "n_layers": 48}
 
+# Small enough to train on a laptop CPU in seconds to minutes, with GPT-2's tokenizer: most of its
+# 6.6M parameters are the token embedding and output head (50257 x 64 each).
+GPT_CONFIG_TINY = {**GPT_CONFIG_124M, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
+
 GPT_CONFIGS = {
     "gpt2-small (124M)": GPT_CONFIG_124M,
     "gpt2-medium (355M)": GPT_CONFIG_355M,

@@ -69,12 +69,14 @@ class GPTDatasetV1(Dataset):
 
 
 def create_dataloader(txt, batch_size=4, max_length=256, stride=128, shuffle=True, drop_last=True,
-                      num_workers=0, tokenizer=None):
+                      num_workers=0, tokenizer=None, seed=None):
     """A ``DataLoader`` over ``GPTDatasetV1(txt, tokenizer, max_length, stride)``.
 
     Each batch is ``(inputs, targets)``, both of shape ``(batch_size, max_length)``. The tokenizer
     defaults to GPT-2's BPE (``get_tokenizer()``). ``drop_last`` drops a final short batch, which
-    would otherwise give a noisier loss step.
+    would otherwise give a noisier loss step. With ``seed``, shuffling uses the loader's own
+    ``torch.Generator`` (``loader.generator``) instead of the global random state, so the order of
+    batches is reproducible and independent of everything else that draws random numbers.
     """
     _positive_int("batch_size", batch_size)
     if not isinstance(num_workers, int) or num_workers < 0:
@@ -85,8 +87,9 @@ def create_dataloader(txt, batch_size=4, max_length=256, stride=128, shuffle=Tru
             f"the text gives only {len(dataset)} window(s) of max_length={max_length}, stride={stride}; "
             f"with drop_last=True a batch_size of {batch_size} would leave no batch at all"
         )
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      num_workers=num_workers)
+                      num_workers=num_workers, generator=generator)
 
 
 # The series' name for the same function.

@@ -5,6 +5,13 @@ feed the prompt, keep only the last position's logits (the prediction for the to
 prompt), pick a token, append it and repeat. ``generate_text_simple`` picks greedily: always the token
 with the highest score. The model can only look at ``context_size`` tokens, so a prompt that has grown
 longer is cropped to its last ``context_size`` tokens before each step.
+
+``generate`` adds the two knobs that make text less repetitive, both applied to the last position's
+logits before a token is drawn:
+
+- ``top_k``: keep only the k highest logits (the rest get -inf, so probability 0);
+- ``temperature``: divide the logits by it, then *sample* from the softmax. Below 1 the distribution
+  sharpens towards the top token, above 1 it flattens towards uniform; 0 means greedy (argmax).
 """
 
 import torch
@@ -42,6 +49,62 @@ def generate_text_simple(model, idx, max_new_tokens, context_size):
         probas = torch.softmax(logits, dim=-1)
         idx_next = torch.argmax(probas, dim=-1, keepdim=True)  # (batch, 1)
         idx = torch.cat((idx, idx_next), dim=1)  # (batch, n_tokens + 1)
+    return idx
+
+
+def _rng(seed):
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return torch.Generator().manual_seed(seed)
+    raise TypeError(f"seed must be an int or a torch.Generator, got {seed!r}")
+
+
+def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, seed=None):
+    """Generate with optional top-k filtering and temperature sampling.
+
+    ``idx``: ``(batch, num_tokens)`` prompt ids; returns ``(batch, num_tokens + n)`` with
+    ``n <= max_new_tokens``. ``temperature=0`` is greedy and equals ``generate_text_simple``;
+    ``top_k=k`` keeps the k most likely tokens; ``seed`` (an int or a ``torch.Generator``) makes
+    sampling reproducible without touching the global random state.
+
+    ``eos_id``: generation stops when the model picks this token, which is not included in the result
+    (as in the series). In a batch, a sequence that has finished is padded with ``eos_id`` until every
+    sequence has finished.
+    """
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not isinstance(context_size, int) or isinstance(context_size, bool) or context_size < 1:
+        raise ValueError(f"context_size must be a positive integer, got {context_size!r}")
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature >= 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    vocab_size = _vocab_size(model)
+    limit = vocab_size if vocab_size is not None else torch.iinfo(torch.long).max
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= limit):
+        raise ValueError(f"top_k must be an integer in [1, {limit}] (the vocabulary size), got {top_k!r}")
+    if eos_id is not None and (not isinstance(eos_id, int) or isinstance(eos_id, bool) or not 0 <= eos_id < limit):
+        raise ValueError(f"eos_id must be a token id in [0, {limit}), got {eos_id!r}")
+    check_token_ids(idx, limit)
+    rng = _rng(seed)
+
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(idx[:, -context_size:])[:, -1, :]  # (batch, vocab_size)
+        if top_k is not None:
+            kth_largest = torch.topk(logits, top_k).values[:, -1:]  # (batch, 1)
+            logits = logits.masked_fill(logits < kth_largest, -torch.inf)
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            idx_next = torch.multinomial(probs.cpu(), num_samples=1, generator=rng).to(idx.device)  # (batch, 1)
+        else:
+            idx_next = torch.argmax(logits, dim=-1, keepdim=True)
+        if eos_id is not None:
+            idx_next = idx_next.masked_fill(finished.unsqueeze(1), eos_id)  # keep finished ones padded
+            finished |= idx_next.squeeze(1) == eos_id
+            if finished.all():
+                break
+        idx = torch.cat((idx, idx_next), dim=1)
     return idx
 
 

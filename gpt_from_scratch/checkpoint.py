@@ -1,0 +1,85 @@
+"""Saving a training run and picking it up again.
+
+A checkpoint is one file written with ``torch.save``: the model's config and weights, and optionally
+the optimizer's state (AdamW keeps two running averages per parameter: without them a resumed run
+would restart its momentum from zero), the step reached, the loss history and the random state, so
+that a resumed run continues exactly like an uninterrupted one. It is loaded with
+``torch.load(weights_only=True)``, which reads tensors and plain data but never runs code from the file.
+"""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .config import validate_config
+from .model import GPTModel
+from .train import History
+
+FORMAT = "gpt_from_scratch.checkpoint/1"
+
+
+def save_checkpoint(path, model, optimizer=None, step=0, history=None, extra=None):
+    """Write ``model`` (and ``optimizer``, ``step``, ``history``) to ``path``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": FORMAT,
+        "config": dict(model.cfg),
+        "tie_weights": model.out_head.weight is model.tok_emb.weight,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "step": int(step),
+        "history": asdict(history) if history is not None else None,
+        "rng_state": torch.get_rng_state(),
+        "extra": extra or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def read_checkpoint(path):
+    """Read and check a checkpoint file; returns its dict. Clear errors for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a gpt_from_scratch checkpoint (expected format {FORMAT!r})")
+    validate_config(state["config"])
+    return state
+
+
+def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
+    """Load a checkpoint into ``model`` (built from the saved config if None) and ``optimizer``.
+
+    Returns ``(model, state)`` where ``state`` holds ``step``, ``history`` (a :class:`History` or None)
+    and the rest of the file. A ``model`` built with another config is refused with an error naming the
+    first key that differs. ``restore_rng=True`` also restores PyTorch's global random state (needed to
+    resume training bit for bit, since dropout draws from it).
+    """
+    state = read_checkpoint(path)
+    saved = state["config"]
+    if model is None:
+        model = GPTModel(saved, tie_weights=state["tie_weights"])
+    else:
+        for key in saved:
+            if model.cfg.get(key) != saved[key]:
+                raise ValueError(
+                    f"checkpoint {path} was saved with config[{key!r}] = {saved[key]!r}, "
+                    f"but the model has {model.cfg.get(key)!r}"
+                )
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        if state["optimizer"] is None:
+            raise ValueError(f"checkpoint {path} holds no optimizer state")
+        optimizer.load_state_dict(state["optimizer"])
+    if restore_rng:
+        torch.set_rng_state(state["rng_state"])
+    state["history"] = History(**state["history"]) if state["history"] is not None else None
+    return model, state

@@ -1,0 +1,192 @@
+"""The ``gpt-from-scratch`` command (also ``python -m gpt_from_scratch``).
+
+    gpt-from-scratch train [--corpus FILE] [--model tiny|124M|...] [--max-steps N | --epochs N] ...
+    gpt-from-scratch generate --checkpoint FILE --prompt TEXT [--max-new-tokens N] [--temperature T] ...
+
+Every error a user can cause (a missing file, a bad value) is reported in one line that names the
+file or the value, with exit code 1 (2 for a malformed command line), and no traceback.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY
+from .data import SAMPLE_TEXT_FILE, create_dataloader
+from .generate import generate, text_to_token_ids, token_ids_to_text
+from .model import GPTModel
+from .tokenizer import get_tokenizer
+from .train import train_model
+
+MODELS = {"tiny": GPT_CONFIG_TINY, "124M": GPT_CONFIG_124M, "355M": GPT_CONFIG_355M, "774M": GPT_CONFIG_774M,
+          "1558M": GPT_CONFIG_1558M}
+
+
+class UserError(Exception):
+    """A mistake in the command's input: reported in one line, without a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _read_corpus(path):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"corpus not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"corpus {path} is not UTF-8 text (byte {err.start} cannot be decoded)") from None
+    except OSError as err:
+        raise UserError(f"cannot read corpus {path}: {err.strerror}") from None
+    if not text.strip():
+        raise UserError(f"corpus {path} is empty")
+    return text
+
+
+def build_parser():
+    parser = _Parser(prog="gpt-from-scratch", description="Train and sample the GPT of the gpt-from-scratch series.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="pretrain a GPT on a text file and save a checkpoint")
+    t.add_argument("--corpus", default=str(SAMPLE_TEXT_FILE), help="UTF-8 text file (default: the bundled story)")
+    t.add_argument("--model", choices=list(MODELS), default="tiny",
+                   help="model size (default tiny: trains in seconds on a CPU; 124M and up are GPT-2's sizes)")
+    t.add_argument("--context-length", type=_positive_int, help="override the model's context length")
+    steps = t.add_mutually_exclusive_group()
+    steps.add_argument("--max-steps", type=_positive_int, help="stop after this many optimizer steps")
+    steps.add_argument("--epochs", type=_positive_int, help="passes over the training text (default 10)")
+    t.add_argument("--batch-size", type=_positive_int, default=8)
+    t.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate of AdamW (default 1e-3)")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=0.1)
+    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--cosine", action="store_true", help="cosine learning-rate decay after warmup")
+    t.add_argument("--grad-clip", type=_positive_float, help="clip the gradient norm to this value")
+    t.add_argument("--eval-every", type=_positive_int, default=10, help="evaluate every N steps (default 10)")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default 0.1)")
+    t.add_argument("--prompt", default="The clock", help="start of the sample printed after each epoch")
+    t.add_argument("--seed", type=int, default=123)
+    t.add_argument("--out", default="checkpoints/model.pt", help="checkpoint path (default checkpoints/model.pt)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    g = sub.add_parser("generate", help="continue a prompt with a trained checkpoint")
+    g.add_argument("--checkpoint", required=True)
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=_positive_int, default=50)
+    g.add_argument("--temperature", type=_non_negative_float, default=1.0, help="0 = greedy (default 1.0)")
+    g.add_argument("--top-k", type=_positive_int, help="sample only among the k most likely tokens")
+    g.add_argument("--seed", type=int, help="the same seed gives the same text")
+    return parser
+
+
+def cmd_train(args, out=print):
+    text = _read_corpus(args.corpus)
+    if not 0 < args.val_fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.warmup_steps < 0:
+        raise UserError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    torch.manual_seed(args.seed)
+    history = None
+    if args.resume:
+        model, state = load_checkpoint(args.resume, restore_rng=False)
+        cfg = model.cfg
+    else:
+        cfg = dict(MODELS[args.model])
+        if args.context_length:
+            cfg["context_length"] = args.context_length
+        model = GPTModel(cfg)
+
+    tokenizer = get_tokenizer()
+    split = int(len(text) * (1 - args.val_fraction))
+    length = cfg["context_length"]
+    try:
+        train_loader = create_dataloader(text[:split], batch_size=args.batch_size, max_length=length,
+                                         stride=length, shuffle=True, drop_last=True, seed=args.seed)
+        val_loader = create_dataloader(text[split:], batch_size=args.batch_size, max_length=length,
+                                       stride=length, shuffle=False, drop_last=False)
+    except ValueError as err:
+        raise UserError(f"corpus {args.corpus}: {err}") from None
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if args.resume:
+        model, state = load_checkpoint(args.resume, model, optimizer, restore_rng=True)
+        history = state["history"]
+    epochs = args.epochs or (10 if args.max_steps is None else -(-args.max_steps // len(train_loader)))
+    n_params = sum(p.numel() for p in model.parameters())
+    out(f"model: {n_params:,} parameters; train {len(train_loader)} batches/epoch of "
+        f"{args.batch_size} x {length} tokens; validation {len(val_loader)} batches")
+    if history is not None:
+        out(f"resuming from {args.resume} at step {history.step}")
+
+    history = train_model(
+        model, train_loader, val_loader, optimizer, num_epochs=epochs, eval_freq=args.eval_every,
+        eval_iter=max(len(val_loader), 1), start_context=args.prompt, tokenizer=tokenizer,
+        max_steps=args.max_steps, grad_clip=args.grad_clip, warmup_steps=args.warmup_steps,
+        cosine_decay=args.cosine, seed=args.seed, history=history, progress=not args.no_progress,
+        print_fn=out, log_evals=True,
+    )
+    save_checkpoint(args.out, model, optimizer, step=history.step, history=history)
+    if history.val_losses:
+        out(f"final: train loss {history.train_losses[-1]:.3f}, val loss {history.val_losses[-1]:.3f}")
+    out(f"saved {args.out} (step {history.step})")
+
+
+def cmd_generate(args, out=print):
+    model, _ = load_checkpoint(args.checkpoint)
+    model.eval()
+    if not args.prompt:
+        raise UserError("--prompt is empty: give at least one word to continue from")
+    tokenizer = get_tokenizer()
+    idx = text_to_token_ids(args.prompt, tokenizer)
+    try:
+        ids = generate(model, idx, args.max_new_tokens, model.cfg["context_length"], temperature=args.temperature,
+                       top_k=args.top_k, seed=args.seed)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    out(token_ids_to_text(ids, tokenizer))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": cmd_train, "generate": cmd_generate}[args.command](args)
+    except (UserError, FileNotFoundError, ValueError) as err:
+        print(f"gpt-from-scratch {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"gpt-from-scratch {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,96 @@
+"""The gpt-from-scratch command, run as a user would: in a subprocess, checking output and exit code."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gpt_from_scratch.cli import main
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, "-m", "gpt_from_scratch", *args], capture_output=True, text=True,
+                          timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "model.pt"
+    code, stdout, stderr = run("train", "--max-steps", "6", "--eval-every", "3", "--batch-size", "4",
+                               "--context-length", "32", "--out", str(out), "--no-progress")
+    assert code == 0, stderr
+    return out, stdout
+
+
+def test_train_prints_losses_and_saves(trained):
+    out, stdout = trained
+    assert out.is_file()
+    assert "step 3: train loss" in stdout and "step 6: train loss" in stdout and "val loss" in stdout
+    assert f"saved {out} (step 6)" in stdout
+
+
+def test_generate_same_seed_same_text(trained):
+    out, _ = trained
+    args = ("generate", "--checkpoint", str(out), "--prompt", "The clock", "--max-new-tokens", "8",
+            "--temperature", "1.0", "--top-k", "20", "--seed", "5")
+    a, b = run(*args), run(*args)
+    assert a[0] == 0 and a == b
+    assert a[1].startswith("The clock") and len(a[1]) > len("The clock\n")
+
+
+def test_resume_continues_the_step_count(trained, tmp_path):
+    out, _ = trained
+    code, stdout, stderr = run("train", "--resume", str(out), "--max-steps", "8", "--eval-every", "4",
+                               "--batch-size", "4", "--out", str(tmp_path / "more.pt"), "--no-progress")
+    assert code == 0, stderr
+    assert "resuming from" in stdout and "at step 6" in stdout and "(step 8)" in stdout
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["generate", "--checkpoint", "missing.pt", "--prompt", "Hi"], 1, "checkpoint not found: missing.pt"),
+    (["train", "--corpus", "nowhere.txt"], 1, "corpus not found: nowhere.txt"),
+    (["train", "--max-steps", "0"], 2, "argument --max-steps: must be a positive integer, got 0"),
+    (["train", "--epochs", "-2"], 2, "argument --epochs: must be a positive integer, got -2"),
+    (["generate", "--checkpoint", "x.pt", "--prompt", "Hi", "--temperature", "-1"], 2,
+     "argument --temperature: must be >= 0, got -1"),
+])
+def test_errors_are_one_line_without_traceback(args, code, message, capsys):
+    try:
+        returned = main(args)
+    except SystemExit as exit_:  # argparse rejects a malformed command line by exiting with 2
+        returned = exit_.code
+    assert returned == code
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("garbage")
+    assert main(["generate", "--checkpoint", str(bad), "--prompt", "Hi"]) == 1
+    assert "bad.pt is not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is empty"), (b"  \n\t", "is empty"),
+                                              (b"\xff\xfe\x00bad", "is not UTF-8 text"),
+                                              (b"far too short", "too short for max_length=64")])
+def test_bad_corpus(tmp_path, capsys, content, message):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content)
+    assert main(["train", "--corpus", str(corpus), "--max-steps", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and "corpus.txt" in err and len(err.splitlines()) == 1
+
+
+def test_empty_prompt(trained, capsys):
+    assert main(["generate", "--checkpoint", str(trained[0]), "--prompt", ""]) == 1
+    assert "--prompt is empty" in capsys.readouterr().err
+
+
+def test_console_script_is_declared():
+    import tomllib
+    from pathlib import Path
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["gpt-from-scratch"] == "gpt_from_scratch.cli:main"
