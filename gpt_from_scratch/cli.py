@@ -2,6 +2,9 @@
 
     gpt-from-scratch train [--corpus FILE] [--model tiny|124M|...] [--max-steps N | --epochs N] ...
     gpt-from-scratch generate --checkpoint FILE --prompt TEXT [--max-new-tokens N] [--temperature T] ...
+    gpt-from-scratch student SRC_DIR OUT_DIR       # student versions of the notebooks
+    gpt-from-scratch grade NOTEBOOK... [--json F]  # grade submissions, offline
+    gpt-from-scratch doctor                        # check this environment
 
 Every error a user can cause (a missing file, a bad value) is reported in one line that names the
 file or the value, with exit code 1 (2 for a malformed command line), and no traceback.
@@ -109,7 +112,49 @@ def build_parser():
     g.add_argument("--temperature", type=_non_negative_float, default=1.0, help="0 = greedy (default 1.0)")
     g.add_argument("--top-k", type=_positive_int, help="sample only among the k most likely tokens")
     g.add_argument("--seed", type=int, help="the same seed gives the same text")
+
+    s = sub.add_parser("student", help="write student versions of instructor notebooks (solutions removed)")
+    s.add_argument("src_dir", metavar="SRC_DIR")
+    s.add_argument("out_dir", metavar="OUT_DIR")
+
+    gr = sub.add_parser("grade", help="run submitted notebooks and grade their exercises, offline")
+    gr.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
+    gr.add_argument("--timeout", type=_positive_int, default=120, help="seconds per cell (default 120)")
+    gr.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+
+    sub.add_parser("doctor", help="check this environment and say what to fix")
     return parser
+
+
+def cmd_student(args, out=print):
+    from .classroom import write_student_versions
+
+    for path in write_student_versions(args.src_dir, args.out_dir):
+        out(f"wrote {path}")
+
+
+def cmd_grade(args, out=print):
+    import json
+
+    from .classroom import format_report, grade_notebook
+
+    results = []
+    for nb in args.notebooks:
+        results.append(grade_notebook(nb, cell_timeout=args.timeout))
+    for line in format_report(results):
+        out(line)
+    if args.json:
+        report = {"notebooks": results, "score": sum(r["score"] for r in results),
+                  "max_score": sum(r["max_score"] for r in results)}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def cmd_doctor(args, out=print):
+    from .doctor import run_checks
+
+    if not run_checks(out):
+        return 1
+    return 0
 
 
 def cmd_train(args, out=print):
@@ -181,12 +226,13 @@ def cmd_generate(args, out=print):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    commands = {"train": cmd_train, "generate": cmd_generate, "student": cmd_student, "grade": cmd_grade,
+                "doctor": cmd_doctor}
     try:
-        {"train": cmd_train, "generate": cmd_generate}[args.command](args)
+        return commands[args.command](args) or 0
     except (UserError, FileNotFoundError, ValueError) as err:
         print(f"gpt-from-scratch {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"gpt-from-scratch {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0

@@ -1,0 +1,449 @@
+"""Checkers for the notebooks' exercises.
+
+Each ``check_*`` function takes the learner's function (or class), runs it on fresh inputs, compares it
+with the package's reference and either returns a one-line verdict or raises :class:`ExerciseFailure`
+whose message says what is wrong in a learner's words: the expected and actual shapes, attention that
+leaks future tokens, scores not scaled by sqrt(d_k), softmax over the wrong dimension, a variance that
+is not the biased one, targets not shifted, and so on. Where a common mistake can be recognised (by
+comparing with the mistaken computation), the message names it.
+
+A check cell in a notebook is one line, e.g. ``check_causal_softmax(causal_softmax)``; the grader
+(``gpt-from-scratch grade``) records the message of a failing check.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .attention import MultiHeadAttention, MultiHeadAttentionWrapper, causal_mask
+from .data import GPTDatasetV1
+from .generate import generate_text_simple
+from .model import DummyGPTModel, GPTModel, LayerNorm
+
+
+class ExerciseFailure(Exception):
+    """The learner's answer is not right yet; the message says why."""
+
+
+def _fail(message):
+    raise ExerciseFailure(message)
+
+
+def _call(fn, *args, what="your function"):
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        _fail(f"{what} is not written yet: replace `raise NotImplementedError()` with your code")
+    except ExerciseFailure:
+        raise
+    except Exception as err:
+        _fail(f"{what} raised {type(err).__name__}: {err}")
+
+
+def _tensor(value, what):
+    if not isinstance(value, torch.Tensor):
+        _fail(f"{what} should return a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _shape(got, expected, what):
+    if tuple(got.shape) != tuple(expected):
+        _fail(f"{what} has the wrong shape: expected {tuple(expected)}, got {tuple(got.shape)}")
+
+
+def _close(a, b, atol=1e-5):
+    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=atol)
+
+
+def _passed(name):
+    return f"{name}: correct"
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# --- 01: tokens and embeddings ---------------------------------------------------------------------
+
+class _ListTokenizer:
+    """Token ids that are the text's words, so a dataset can be built from a plain id list."""
+
+    def encode(self, text):
+        return [int(w) for w in text.split()]
+
+
+def _reference_pairs(ids, max_length, stride):
+    ds = GPTDatasetV1(" ".join(map(str, ids)), _ListTokenizer(), max_length, stride)
+    return [(x.tolist(), y.tolist()) for x, y in ds]
+
+
+def check_sliding_window_pairs(fn):
+    """``fn(token_ids, max_length, stride) -> [(input_ids, target_ids), ...]`` as lists."""
+    g = _gen(1)
+    for n, max_length, stride in [(20, 4, 4), (20, 4, 1), (23, 5, 3), (9, 8, 2), (30, 6, 7)]:
+        ids = torch.randint(0, 1000, (n,), generator=g).tolist()
+        expected = _reference_pairs(ids, max_length, stride)
+        got = _call(fn, list(ids), max_length, stride)
+        got = [(list(map(int, x)), list(map(int, y))) for x, y in got]
+        case = f"(for {n} tokens, max_length={max_length}, stride={stride})"
+        if got and any(len(x) != max_length for x, _ in got):
+            _fail(f"every input window must have max_length={max_length} tokens {case}; "
+                  f"got lengths {sorted({len(x) for x, _ in got})}")
+        if got and got[0][1] == got[0][0]:
+            _fail(f"the targets are not shifted: a target must be its input moved one token to the right {case}")
+        if got and got[0][1] != ids[1:max_length + 1]:
+            _fail(f"the first target should be token_ids[1:{max_length + 1}] (the input shifted by one) {case}; "
+                  f"got {got[0][1]}")
+        if len(got) > 1 and got[1][0] != expected[1][0]:
+            _fail(f"the second window should start at token {stride} (one stride after the first) {case}")
+        if len(got) != len(expected):
+            _fail(f"expected {len(expected)} windows, got {len(got)} {case}: a window may start wherever its "
+                  f"target's last token (start + max_length) still exists")
+        if got != expected:
+            _fail(f"the windows differ from GPTDatasetV1's {case}")
+    return _passed("sliding windows")
+
+
+def check_one_hot_embedding(fn):
+    """``fn(token_ids, weight) -> embeddings``: a one-hot matrix product equal to ``weight[token_ids]``."""
+    g = _gen(2)
+    weight = torch.randn(11, 5, generator=g)
+    for shape in [(7,), (3, 4)]:
+        ids = torch.randint(0, 11, shape, generator=g)
+        got = _tensor(_call(fn, ids, weight), "one_hot_embedding")
+        _shape(got, (*shape, 5), f"the embeddings of ids with shape {shape}")
+        if not _close(got, weight[ids]):
+            _fail("the result differs from the embedding lookup weight[token_ids]: row i of the one-hot matrix "
+                  "must be 1 at column token_ids[i] and 0 elsewhere")
+    return _passed("one-hot embedding")
+
+
+def check_num_windows(fn):
+    """``fn(n_tokens, max_length, stride) -> int``, the number of windows ``GPTDatasetV1`` makes."""
+    for n in (10, 37, 100):
+        for max_length in (1, 4, 9):
+            for stride in (1, 2, 3, 4, 10):
+                expected = len(range(0, n - max_length, stride))
+                got = _call(fn, n, max_length, stride)
+                if got != expected:
+                    _fail(f"for {n} tokens, max_length={max_length}, stride={stride}: you say {got}, the dataset "
+                          f"has {expected} windows (starts 0, {stride}, ... while start + max_length < {n})")
+    return _passed("number of windows")
+
+
+# --- 02: attention -----------------------------------------------------------------------------------
+
+def _diagnose_weights(w, what):
+    n = w.shape[-1]
+    future = w.masked_fill(~causal_mask(n), 0)
+    if future.abs().max() > 1e-6:
+        i, j = [int(v) for v in (future.abs() == future.abs().max()).nonzero()[0][-2:]]
+        _fail(f"{what} leaks future tokens: position {i} gives weight {float(w[..., i, j].flatten()[0]):.3f} "
+              f"to position {j}, which comes after it. Mask the scores above the diagonal with -inf before softmax")
+    rows = w.sum(-1)
+    if not torch.allclose(rows, torch.ones_like(rows), atol=1e-5):
+        cols = w.sum(-2)
+        if torch.allclose(cols, torch.ones_like(cols), atol=1e-5):
+            _fail(f"{what}: the columns sum to 1 instead of the rows: take softmax over the last dimension (dim=-1)")
+        _fail(f"{what}: each row must sum to 1 (softmax over the last dimension, after masking); "
+              f"row sums are {rows.flatten()[:4].tolist()}")
+
+
+def check_causal_softmax(fn):
+    """``fn(scores) -> weights``: causal mask then softmax over the last dimension."""
+    g = _gen(3)
+    scores = torch.randn(2, 6, 6, generator=g) * 2
+    got = _tensor(_call(fn, scores.clone()), "causal_softmax")
+    _shape(got, scores.shape, "the attention weights")
+    _diagnose_weights(got, "your attention")
+    expected = torch.softmax(scores.masked_fill(causal_mask(6), -torch.inf), dim=-1)
+    if not _close(got, expected):
+        _fail("the weights differ from softmax(scores masked with -inf above the diagonal); did you zero the "
+              "future after softmax without renormalising the rows?")
+    return _passed("causal softmax")
+
+
+def check_scaled_dot_product_attention(fn):
+    """``fn(q, k, v, is_causal=True) -> context``, equal to PyTorch's scaled_dot_product_attention."""
+    g = _gen(4)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))  # (batch, heads, tokens, head_dim)
+    for causal in (True, False):
+        got = _tensor(_call(fn, q, k, v, causal), "scaled dot-product attention")
+        _shape(got, (2, 3, 5, 8), "the context vectors")
+        expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if _close(got, expected):
+            continue
+        mask = causal_mask(5) if causal else torch.zeros(5, 5, dtype=torch.bool)
+
+        def attend(scale, dim=-1, masked=mask):
+            s = (q @ k.transpose(-2, -1)) * scale
+            return torch.softmax(s.masked_fill(masked, -torch.inf), dim=dim) @ v
+
+        if _close(got, attend(1.0)):
+            _fail("the scores are not scaled: divide q @ k^T by sqrt(d_k) = sqrt(head_dim) before softmax")
+        if _close(got, attend(1 / 8)):
+            _fail("the scores are divided by d_k; divide by sqrt(d_k) instead")
+        if causal and _close(got, attend(1 / math.sqrt(8), masked=torch.zeros(5, 5, dtype=torch.bool))):
+            _fail("with is_causal=True the attention leaks future tokens: mask the scores above the diagonal")
+        if not causal and _close(got, attend(1 / math.sqrt(8), masked=causal_mask(5))):
+            _fail("with is_causal=False every token may look at every other: do not mask")
+        if _close(got, attend(1 / math.sqrt(8), dim=-2)):
+            _fail("softmax is taken over the wrong dimension: use dim=-1 so each query's weights sum to 1")
+        _fail(f"the result differs from F.scaled_dot_product_attention (is_causal={causal})")
+    return _passed("scaled dot-product attention")
+
+
+def check_mha_from_wrapper(fn):
+    """``fn(wrapper) -> MultiHeadAttention`` computing the same as the ``MultiHeadAttentionWrapper``."""
+    torch.manual_seed(5)
+    for d_in, head_dim, heads in [(6, 2, 3), (8, 4, 2)]:
+        wrapper = MultiHeadAttentionWrapper(d_in, head_dim, context_length=7, dropout=0.0, num_heads=heads).eval()
+        with torch.no_grad():
+            mha = _call(fn, wrapper, what="mha_from_wrapper")
+        if not isinstance(mha, MultiHeadAttention):
+            _fail(f"return a MultiHeadAttention, got {type(mha).__name__}")
+        x = torch.randn(2, 7, d_in, generator=_gen(d_in))
+        with torch.no_grad():
+            got, expected = mha.eval()(x), wrapper(x)
+        _shape(got, expected.shape, "the MultiHeadAttention output")
+        if not _close(got, expected):
+            _fail(f"outputs differ for {heads} heads of size {head_dim}: stack the heads' W_query/W_key/W_value "
+                  f"weights along the output dimension (dim 0) and make out_proj the identity with zero bias")
+    return _passed("multi-head attention from the wrapper")
+
+
+# --- 03: the placeholder GPT ------------------------------------------------------------------------
+
+_SMALL = {"vocab_size": 97, "context_length": 10, "emb_dim": 12, "n_heads": 3, "n_layers": 2,
+          "drop_rate": 0.0, "qkv_bias": False}
+
+
+def _count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_dummy_param_count(fn):
+    """``fn(cfg) -> int``: parameters of ``DummyGPTModel(cfg)``, by formula."""
+    for cfg in (_SMALL, {**_SMALL, "context_length": 31, "emb_dim": 6}, {**_SMALL, "n_layers": 9}):
+        expected = _count(DummyGPTModel(cfg))
+        got = _call(fn, dict(cfg))
+        if got != expected:
+            _fail(f"for vocab {cfg['vocab_size']}, context {cfg['context_length']}, emb_dim {cfg['emb_dim']}: you "
+                  f"say {got}, the model has {expected} (token embedding + position embedding + output head)")
+    return _passed("placeholder parameter count")
+
+
+def check_top_choices(fn):
+    """``fn(model, ids) -> list``: the most likely next token at every position."""
+    torch.manual_seed(6)
+    model = GPTModel(_SMALL).eval()
+    ids = torch.randint(0, 97, (7,), generator=_gen(6)).tolist()
+    with torch.no_grad():
+        got = _call(fn, model, list(ids))
+        expected = model(torch.tensor([ids]))[0].argmax(-1).tolist()
+    got = got.tolist() if isinstance(got, torch.Tensor) else got
+    if not isinstance(got, list) or len(got) != len(ids):
+        _fail(f"return a list with one token id per position ({len(ids)}), got {got!r}")
+    if got != expected:
+        _fail(f"expected {expected}, got {got}: take argmax over the vocabulary (the last dimension) at each position")
+    return _passed("top choices")
+
+
+def check_positions_unchanged(fn):
+    """``fn(model, ids, t) -> list of bool``: which positions' logits survive changing token ``t``."""
+    torch.manual_seed(7)
+    model = DummyGPTModel(_SMALL).eval()
+    ids = torch.randint(0, 97, (1, 6), generator=_gen(7))
+    for t in range(6):
+        with torch.no_grad():
+            got = list(_call(fn, model, ids.clone(), t))
+        expected = [i != t for i in range(6)]
+        if got != expected:
+            _fail(f"changing token {t} of the placeholder model's input should change only row {t}: expected "
+                  f"{expected}, got {got}")
+    return _passed("positions unchanged")
+
+
+# --- 04: the transformer block -------------------------------------------------------------------------
+
+def check_layer_norm(cls):
+    """``cls(emb_dim)``: a LayerNorm module with ``scale`` and ``shift`` parameters."""
+    ref = LayerNorm(16)
+    with torch.no_grad():
+        ref.scale.copy_(torch.rand(16, generator=_gen(8)) + 0.5)
+        ref.shift.copy_(torch.randn(16, generator=_gen(9)))
+    mine = _call(cls, 16, what="your LayerNorm class")
+    for name, init in (("scale", torch.ones(16)), ("shift", torch.zeros(16))):
+        p = getattr(mine, name, None)
+        if not isinstance(p, torch.nn.Parameter):
+            _fail(f"your LayerNorm needs a trainable parameter `{name}` (nn.Parameter) of shape (16,)")
+        if not torch.equal(p.detach(), init):
+            _fail(f"`{name}` should start as {'ones' if name == 'scale' else 'zeros'}")
+    with torch.no_grad():
+        mine.scale.copy_(ref.scale)
+        mine.shift.copy_(ref.shift)
+    x = torch.randn(3, 5, 16, generator=_gen(10)) * 3 + 1
+    with torch.no_grad():
+        got = _tensor(_call(mine, x, what="your LayerNorm"), "your LayerNorm")
+        expected = ref(x)
+    _shape(got, x.shape, "the normalised tensor")
+    if _close(got, expected):
+        return _passed("LayerNorm")
+    mean = x.mean(-1, keepdim=True)
+    unbiased = ref.scale * (x - mean) / torch.sqrt(x.var(-1, keepdim=True, unbiased=True) + 1e-5) + ref.shift
+    if _close(got, unbiased):
+        _fail("the variance is not the biased one: divide by n, not n - 1 (x.var(dim=-1, unbiased=False))")
+    wrong_dim = ref.scale * (x - x.mean(0, keepdim=True)) / torch.sqrt(x.var(0, keepdim=True, unbiased=False) + 1e-5) + ref.shift
+    if _close(got, wrong_dim, atol=1e-4):
+        _fail("you normalised over the batch dimension: normalise each vector over its last dimension (dim=-1)")
+    plain = (x - mean) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5)
+    if _close(got, plain):
+        _fail("scale and shift are not applied: return scale * normalised + shift")
+    _fail("the output differs from LayerNorm's: (x - mean) / sqrt(var + eps), then scale and shift")
+
+
+def check_count_gpt_params(fn):
+    """``fn(cfg, tie_weights=False) -> int``: parameters of ``GPTModel(cfg, tie_weights)``, by formula."""
+    for cfg in (_SMALL, {**_SMALL, "qkv_bias": True}, {**_SMALL, "n_layers": 0}):
+        for tie in (False, True):
+            expected = _count(GPTModel(cfg, tie_weights=tie))
+            got = _call(fn, dict(cfg), tie)
+            if got != expected:
+                _fail(f"for n_layers={cfg['n_layers']}, qkv_bias={cfg['qkv_bias']}, tie_weights={tie}: you say {got}, "
+                      f"the model has {expected}")
+    return _passed("GPT parameter count")
+
+
+# --- 05: greedy generation ----------------------------------------------------------------------------
+
+def _small_model(seed=11):
+    torch.manual_seed(seed)
+    return GPTModel(_SMALL).eval()
+
+
+def check_greedy_step(fn):
+    """``fn(model, idx, context_size) -> (batch, 1)`` ids: the most likely next token.
+
+    The prompt (12 tokens) is longer than the model's context (10): an answer that forgets to crop
+    gets the model's own error, which says to crop."""
+    model = _small_model()
+    idx = torch.randint(0, 97, (3, 12), generator=_gen(12))
+    with torch.no_grad():
+        got = _tensor(_call(fn, model, idx.clone(), 5, what="greedy_step"), "greedy_step")
+        expected = generate_text_simple(model, idx, 1, 5)[:, -1:]
+        if got.shape == (3,):
+            _fail("expected shape (3, 1) (one id per sequence, ready for torch.cat), got (3,): use keepdim=True")
+        _shape(got, (3, 1), "the next ids")
+        if torch.equal(got, model(idx[:, -5:])[:, 0, :].argmax(-1, keepdim=True)) and not torch.equal(got, expected):
+            _fail("you used the first position's logits; the prediction for the next token is at the last "
+                  "position, logits[:, -1, :]")
+        if not torch.equal(got, expected):
+            _fail(f"expected next ids {expected.flatten().tolist()}, got {got.flatten().tolist()}")
+    return _passed("greedy step")
+
+
+def check_generate(fn):
+    """``fn(model, idx, max_new_tokens, context_size) -> ids``, equal to ``generate_text_simple``."""
+    model = _small_model(13)
+    idx = torch.randint(0, 97, (2, 3), generator=_gen(13))
+    for context_size in (10, 4):
+        with torch.no_grad():
+            expected = generate_text_simple(model, idx, 9, context_size)
+            try:
+                got = _tensor(fn(model, idx.clone(), 9, context_size), "your generator")
+            except ValueError as err:
+                if "longer than context_length" in str(err):
+                    _fail("the sequence grew longer than the model's context: crop it to idx[:, -context_size:] "
+                          "before each forward pass")
+                raise
+        _shape(got, expected.shape, f"the generated ids (context_size={context_size})")
+        if not torch.equal(got[:, :3], idx):
+            _fail("the result must start with the prompt, then the new tokens")
+        if not torch.equal(got, expected):
+            _fail(f"with context_size={context_size}: expected {expected[0].tolist()}, got {got[0].tolist()}")
+    return _passed("greedy generation")
+
+
+def check_replay_choices(fn):
+    """``fn(model, ids, prompt_len) -> list``: the greedy choices recovered from one forward pass."""
+    model = _small_model(14)
+    prompt = torch.randint(0, 97, (1, 3), generator=_gen(14))
+    with torch.no_grad():
+        out = generate_text_simple(model, prompt, 6, 10)
+        got = _call(fn, model, out, 3)
+    got = got.tolist() if isinstance(got, torch.Tensor) else list(got)
+    expected = out[0, 3:].tolist()
+    if got != expected:
+        _fail(f"expected the generated tokens {expected}, got {got}: position i predicts token i + 1, so the "
+              f"choices are the argmax at positions prompt_len - 1 ... n - 2")
+    return _passed("replayed choices")
+
+
+# --- 06: pretraining and sampling --------------------------------------------------------------------
+
+def check_cross_entropy(fn):
+    """``fn(logits, targets) -> scalar``: mean cross-entropy; logits (b, t, v), targets (b, t)."""
+    g = _gen(15)
+    logits = torch.randn(2, 5, 13, generator=g) * 2
+    targets = torch.randint(0, 13, (2, 5), generator=g)
+    got = _tensor(_call(fn, logits, targets), "your loss")
+    expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    if got.numel() != 1:
+        _fail(f"the loss must be one number (the mean over all positions), got shape {tuple(got.shape)}")
+    if _close(got.reshape(()), expected):
+        return _passed("cross-entropy")
+    if _close(got.reshape(()), -expected):
+        _fail("the sign is wrong: the loss is minus the log-probability of the targets")
+    if _close(got.reshape(()), expected * 10):
+        _fail("you summed over the positions; take the mean")
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if _close(got.reshape(()), -picked.mean()):
+        _fail("apply log_softmax to the logits first: the loss uses log-probabilities, not raw logits")
+    _fail(f"expected {expected.item():.4f}, got {got.item():.4f}")
+
+
+def check_top_k_filter(fn):
+    """``fn(logits, k) -> logits`` with all but the k largest per row set to -inf."""
+    g = _gen(16)
+    logits = torch.randn(3, 20, generator=g)
+    for k in (1, 4, 20):
+        got = _tensor(_call(fn, logits.clone(), k), "your top-k filter")
+        _shape(got, logits.shape, "the filtered logits")
+        kept = torch.isfinite(got)
+        if not torch.equal(kept.sum(-1), torch.full((3,), k)):
+            _fail(f"with k={k} each row must keep exactly {k} finite logits; yours keep {kept.sum(-1).tolist()}")
+        top = torch.topk(logits, k).indices
+        if not all(set(top[r].tolist()) == set(kept[r].nonzero().flatten().tolist()) for r in range(3)):
+            _fail(f"with k={k} the kept logits must be the {k} largest of each row")
+        if not torch.equal(got[kept], logits[kept]):
+            _fail("keep the k largest logits unchanged; only the others become -inf")
+    return _passed("top-k filter")
+
+
+def check_temperature_sampling(fn):
+    """``fn(logits, temperature, generator) -> (batch, 1)`` ids drawn from softmax(logits / temperature)."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    for t in (0.5, 2.0):
+        g = _gen(17)
+        draws = []
+        for _ in range(4000):
+            got = _tensor(_call(fn, logits, t, g), "your sampler")
+            _shape(got, (1, 1), "one sampled id per sequence")
+            draws.append(int(got))
+        freq = torch.bincount(torch.tensor(draws), minlength=4).float() / len(draws)
+        expected = torch.softmax(logits[0] / t, dim=-1)
+        if not torch.allclose(freq, expected, atol=0.03):
+            plain = torch.softmax(logits[0], dim=-1)
+            if torch.allclose(freq, plain, atol=0.03):
+                _fail("the temperature has no effect: divide the logits by it before softmax")
+            if torch.allclose(freq, torch.softmax(logits[0] * t, dim=-1), atol=0.03):
+                _fail("you multiplied by the temperature; divide the logits by it")
+            _fail(f"at temperature {t} the frequencies {freq.tolist()} differ from softmax(logits / T) = "
+                  f"{[round(v, 3) for v in expected.tolist()]}")
+    return _passed("temperature sampling")
+
+
+CHECKERS = {name: obj for name, obj in globals().items() if name.startswith("check_")}
+
+__all__ = ["ExerciseFailure", *CHECKERS]

@@ -1,0 +1,212 @@
+"""Every checker accepts a right answer and explains the common wrong ones in a learner's words."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from gpt_from_scratch import GPTModel, MultiHeadAttention, causal_mask
+from gpt_from_scratch import exercises as ex
+from gpt_from_scratch.exercises import ExerciseFailure
+
+
+def fails(checker, answer, message):
+    with pytest.raises(ExerciseFailure, match=message):
+        checker(answer)
+
+
+# --- 01 ---
+
+def windows(ids, max_length, stride, shift=1, end=0):
+    return [(ids[s:s + max_length], ids[s + shift:s + max_length + shift])
+            for s in range(0, len(ids) - max_length - end, stride)]
+
+
+def test_sliding_window():
+    assert ex.check_sliding_window_pairs(windows) == "sliding windows: correct"
+    fails(ex.check_sliding_window_pairs, lambda i, m, s: windows(i, m, s, shift=0), "targets are not shifted")
+    fails(ex.check_sliding_window_pairs, lambda i, m, s: windows(i, m, s, end=-1)[:-1] + [windows(i, m, s)[-1]] * 2,
+          "expected .* windows")
+    fails(ex.check_sliding_window_pairs, lambda i, m, s: windows(i, m, 1), "second window should start at token")
+
+
+def test_one_hot_and_num_windows():
+    right = lambda ids, w: nn.functional.one_hot(ids, w.shape[0]).float() @ w
+    assert ex.check_one_hot_embedding(right).endswith("correct")
+    fails(ex.check_one_hot_embedding, lambda ids, w: w[ids].sum(0), "wrong shape: expected \\(7, 5\\), got \\(5,\\)")
+    fails(ex.check_one_hot_embedding, lambda ids, w: w[(ids + 1) % 11], "differs from the embedding lookup")
+    assert ex.check_num_windows(lambda n, m, s: (n - m - 1) // s + 1).endswith("correct")
+    fails(ex.check_num_windows, lambda n, m, s: (n - m) // s + 1, "the dataset has")
+
+
+def test_not_implemented_is_explained():
+    def todo(*args):
+        raise NotImplementedError()
+    fails(ex.check_num_windows, todo, "not written yet")
+
+
+# --- 02 ---
+
+def causal_softmax(scores):
+    return torch.softmax(scores.masked_fill(causal_mask(scores.shape[-1]), -torch.inf), dim=-1)
+
+
+def test_causal_softmax():
+    assert ex.check_causal_softmax(causal_softmax).endswith("correct")
+    fails(ex.check_causal_softmax, lambda s: torch.softmax(s, -1), "leaks future tokens")
+    # a mask shifted by one lets each token see the next one
+    fails(ex.check_causal_softmax,
+          lambda s: torch.softmax(s.masked_fill(torch.triu(torch.ones(6, 6, dtype=torch.bool), 2), -torch.inf), -1),
+          "position 0 gives weight .* to position 1")
+    fails(ex.check_causal_softmax, lambda s: torch.softmax(s, -1).masked_fill(causal_mask(6), 0),
+          "each row must sum to 1")
+
+
+def sdpa(q, k, v, is_causal=True, scale=None, dim=-1):
+    s = q @ k.transpose(-2, -1) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    if is_causal:
+        s = s.masked_fill(causal_mask(s.shape[-1]), -torch.inf)
+    return torch.softmax(s, dim=dim) @ v
+
+
+def test_scaled_dot_product_attention():
+    assert ex.check_scaled_dot_product_attention(sdpa).endswith("correct")
+    fails(ex.check_scaled_dot_product_attention, lambda q, k, v, c=True: sdpa(q, k, v, c, scale=1.0),
+          "not scaled: divide q @ k\\^T by sqrt\\(d_k\\)")
+    fails(ex.check_scaled_dot_product_attention, lambda q, k, v, c=True: sdpa(q, k, v, False), "leaks future tokens")
+    fails(ex.check_scaled_dot_product_attention, lambda q, k, v, c=True: sdpa(q, k, v, c, dim=-2), "wrong dimension")
+    fails(ex.check_scaled_dot_product_attention, lambda q, k, v, c=True: sdpa(q, k, v, True),
+          "is_causal=False every token may look")
+
+
+def mha_from_wrapper(wrapper):
+    heads = list(wrapper.heads)
+    head_dim, d_in = heads[0].W_query.weight.shape
+    mha = MultiHeadAttention(d_in, head_dim * len(heads), heads[0].context_length, 0.0, len(heads))
+    for name in ("W_query", "W_key", "W_value"):
+        getattr(mha, name).weight.copy_(torch.cat([getattr(h, name).weight for h in heads]))
+    mha.out_proj.weight.copy_(torch.eye(head_dim * len(heads)))
+    mha.out_proj.bias.zero_()
+    return mha
+
+
+def test_mha_from_wrapper():
+    assert ex.check_mha_from_wrapper(mha_from_wrapper).endswith("correct")
+    fails(ex.check_mha_from_wrapper, lambda w: w, "return a MultiHeadAttention")
+
+    def no_identity(wrapper):
+        mha = mha_from_wrapper(wrapper)
+        mha.out_proj.bias.fill_(1.0)
+        return mha
+    fails(ex.check_mha_from_wrapper, no_identity, "out_proj the identity")
+
+
+# --- 03 ---
+
+def test_counts_and_positions():
+    dummy = lambda c: 2 * c["vocab_size"] * c["emb_dim"] + c["context_length"] * c["emb_dim"]
+    assert ex.check_dummy_param_count(dummy).endswith("correct")
+    fails(ex.check_dummy_param_count, lambda c: c["vocab_size"] * c["emb_dim"], "token embedding \\+ position")
+
+    def top(model, ids):
+        return model(torch.tensor([ids]))[0].argmax(-1).tolist()
+    assert ex.check_top_choices(top).endswith("correct")
+    fails(ex.check_top_choices, lambda m, ids: m(torch.tensor([ids]))[0].argmax(0).tolist(), "return a list|expected")
+
+    def unchanged(model, ids, t):
+        changed = ids.clone()
+        changed[0, t] = (ids[0, t] + 1) % model.cfg["vocab_size"]
+        return [torch.allclose(a, b) for a, b in zip(model(ids)[0], model(changed)[0])]
+    assert ex.check_positions_unchanged(unchanged).endswith("correct")
+    fails(ex.check_positions_unchanged, lambda m, ids, t: [True] * 6, "should change only row")
+
+
+# --- 04 ---
+
+def make_layernorm(unbiased=False, scale_shift=True):
+    class MyLayerNorm(nn.Module):
+        def __init__(self, emb_dim, eps=1e-5):
+            super().__init__()
+            self.eps = eps
+            self.scale = nn.Parameter(torch.ones(emb_dim))
+            self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+        def forward(self, x):
+            norm = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=unbiased) + self.eps)
+            return self.scale * norm + self.shift if scale_shift else norm
+    return MyLayerNorm
+
+
+def test_layer_norm():
+    assert ex.check_layer_norm(make_layernorm()).endswith("correct")
+    fails(ex.check_layer_norm, make_layernorm(unbiased=True), "variance is not the biased one")
+    fails(ex.check_layer_norm, make_layernorm(scale_shift=False), "scale and shift are not applied")
+    fails(ex.check_layer_norm, nn.Identity, "needs a trainable parameter `scale`")
+
+
+def count(cfg, tie_weights=False):
+    V, C, d, L = cfg["vocab_size"], cfg["context_length"], cfg["emb_dim"], cfg["n_layers"]
+    att = 4 * d * d + d + (3 * d if cfg["qkv_bias"] else 0)
+    ff = 8 * d * d + 5 * d
+    return V * d + C * d + L * (att + ff + 4 * d) + 2 * d + (0 if tie_weights else V * d)
+
+
+def test_count_gpt_params():
+    assert ex.check_count_gpt_params(count).endswith("correct")
+    fails(ex.check_count_gpt_params, lambda c, t=False: count({**c, "qkv_bias": False}, t), "qkv_bias=True")
+
+
+# --- 05 ---
+
+def greedy_step(model, idx, context_size):
+    return model(idx[:, -context_size:])[:, -1, :].argmax(-1, keepdim=True)
+
+
+def test_greedy_step():
+    assert ex.check_greedy_step(greedy_step).endswith("correct")
+    fails(ex.check_greedy_step, lambda m, i, c: greedy_step(m, i, c).squeeze(1), "use keepdim=True")
+    fails(ex.check_greedy_step, lambda m, i, c: m(i[:, -c:])[:, 0, :].argmax(-1, keepdim=True), "first position")
+    fails(ex.check_greedy_step, lambda m, i, c: m(i)[:, -1, :].argmax(-1, keepdim=True), "longer than context_length=10; crop it")
+
+
+def my_generate(model, idx, n, context_size, crop=True):
+    for _ in range(n):
+        idx = torch.cat((idx, greedy_step(model, idx, context_size if crop else idx.shape[1])), dim=1)
+    return idx
+
+
+def test_generate_and_replay():
+    assert ex.check_generate(my_generate).endswith("correct")
+    fails(ex.check_generate, lambda m, i, n, c: my_generate(m, i, n, c, crop=False), "crop it to idx")
+    fails(ex.check_generate, lambda m, i, n, c: my_generate(m, i, n - 1, c), "wrong shape")
+    replay = lambda m, ids, p: m(ids)[0, p - 1:-1].argmax(-1).tolist()
+    assert ex.check_replay_choices(replay).endswith("correct")
+    fails(ex.check_replay_choices, lambda m, ids, p: m(ids)[0, p:].argmax(-1).tolist(), "position i predicts")
+
+
+# --- 06 ---
+
+def test_cross_entropy():
+    right = lambda lg, t: nn.functional.cross_entropy(lg.flatten(0, 1), t.flatten())
+    assert ex.check_cross_entropy(right).endswith("correct")
+    fails(ex.check_cross_entropy, lambda lg, t: -right(lg, t), "sign is wrong")
+    fails(ex.check_cross_entropy, lambda lg, t: -lg.gather(-1, t.unsqueeze(-1)).mean(), "apply log_softmax")
+    fails(ex.check_cross_entropy, lambda lg, t: nn.functional.cross_entropy(lg.flatten(0, 1), t.flatten(),
+                                                                          reduction="none"), "one number")
+
+
+def test_top_k_and_temperature():
+    def top_k(logits, k):
+        kth = torch.topk(logits, k).values[:, -1:]
+        return logits.masked_fill(logits < kth, -torch.inf)
+    assert ex.check_top_k_filter(top_k).endswith("correct")
+    fails(ex.check_top_k_filter, lambda lg, k: top_k(lg, max(1, k - 1)), "keep exactly")
+    fails(ex.check_top_k_filter, lambda lg, k: (-top_k(-lg, k)).masked_fill(torch.isinf(top_k(-lg, k)), -math.inf),
+          "the .* largest")
+
+    def sample(logits, t, g):
+        return torch.multinomial(torch.softmax(logits / t, -1), 1, generator=g)
+    assert ex.check_temperature_sampling(sample).endswith("correct")
+    fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, 1.0, g), "temperature has no effect")
+    fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, 1 / t, g), "multiplied by the temperature")
