@@ -33,7 +33,7 @@ from .config import (
 )
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import GPTDatasetV1, create_dataloader, create_dataloader_v1, load_sample_text
-from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text
+from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text, top_k_filter
 from .model import (
     GELU,
     DummyGPTModel,
@@ -66,6 +66,7 @@ from .train import (
     train_model_simple,
 )
 from .weights import load_hf_gpt2_weights
+from .widgets import AttentionExplorer, GenerationPlayground
 
 __version__ = "0.1.0"
 
@@ -75,7 +76,7 @@ __all__ = [
     "GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIG_TINY", "GPT_CONFIGS",
     "validate_config",
     "GPTDatasetV1", "create_dataloader", "create_dataloader_v1", "load_sample_text",
-    "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text",
+    "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter",
     "load_checkpoint", "read_checkpoint", "save_checkpoint",
     "History", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_sample", "lr_at_step",
     "perplexity", "train_model", "train_model_simple",
@@ -84,4 +85,5 @@ __all__ = [
     "END_OF_TEXT", "UNKNOWN", "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "get_tokenizer",
     "split_text",
     "load_hf_gpt2_weights",
+    "AttentionExplorer", "GenerationPlayground",
 ]

@@ -175,6 +175,10 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_out, d_out)  # mixes the heads' outputs
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("mask", causal_mask(context_length), persistent=False)
+        # Set keep_attn_weights = True to keep the last forward's weights in .attn_weights
+        # (batch, num_heads, num_tokens, num_tokens), e.g. to draw them; off, it costs nothing.
+        self.keep_attn_weights = False
+        self.attn_weights = None
 
     def forward(self, x):
         _check_tokens_input(x, self.d_in, self.context_length)
@@ -191,6 +195,8 @@ class MultiHeadAttention(nn.Module):
         attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, num_tokens)
         attn_scores = attn_scores.masked_fill(self.mask[:num_tokens, :num_tokens], -torch.inf)
         attn_weights = torch.softmax(attn_scores / self.head_dim ** 0.5, dim=-1)
+        if self.keep_attn_weights:
+            self.attn_weights = attn_weights.detach()
         attn_weights = self.dropout(attn_weights)
 
         context = attn_weights @ values  # (b, num_heads, num_tokens, head_dim)

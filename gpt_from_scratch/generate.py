@@ -60,6 +60,15 @@ def _rng(seed):
     raise TypeError(f"seed must be an int or a torch.Generator, got {seed!r}")
 
 
+def top_k_filter(logits, k):
+    """Keep the ``k`` largest logits of each row (last dimension); set the others to -inf.
+
+    ``(..., vocab_size) -> (..., vocab_size)``. Ties with the k-th largest value are kept.
+    """
+    kth_largest = torch.topk(logits, k).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth_largest, -torch.inf)
+
+
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, seed=None):
     """Generate with optional top-k filtering and temperature sampling.
 
@@ -92,8 +101,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
         with torch.no_grad():
             logits = model(idx[:, -context_size:])[:, -1, :]  # (batch, vocab_size)
         if top_k is not None:
-            kth_largest = torch.topk(logits, top_k).values[:, -1:]  # (batch, 1)
-            logits = logits.masked_fill(logits < kth_largest, -torch.inf)
+            logits = top_k_filter(logits, top_k)
         if temperature > 0:
             probs = torch.softmax(logits / temperature, dim=-1)
             idx_next = torch.multinomial(probs.cpu(), num_samples=1, generator=rng).to(idx.device)  # (batch, 1)

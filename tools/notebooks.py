@@ -5,6 +5,9 @@
                                                 # fresh kernel and store its outputs (default: all)
     python tools/notebooks.py check             # exit 1 if sync would change anything
 
+``sync`` also writes nbgrader's cell metadata on every exercise (solution and check cells), so the
+instructor notebooks can be used by nbgrader as they are.
+
 The repository's address lives in one place, ``[project.urls] Repository`` in pyproject.toml. ``sync``
 writes it into the first code cell of every notebook (the Colab/JupyterLab setup cell) and into the
 README's table of notebooks with their "Open in Colab" badges. When the repository moves, change
@@ -72,15 +75,17 @@ def setup_source():
 
 
 def sync_notebook(nb):
-    """Put the standard setup cell first among the code cells; True if anything changed."""
-    source = setup_source()
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            if cell.source == source:
-                return False
-            cell.source = source
-            return True
-    raise ValueError("notebook has no code cell to hold the setup")
+    """Put the standard setup cell first among the code cells and write the exercises' nbgrader
+    metadata (gpt_from_scratch.classroom.tag_exercises); True if anything changed."""
+    from gpt_from_scratch.classroom import tag_exercises
+
+    before = nbformat.writes(nb)
+    setup = next((cell for cell in nb.cells if cell.cell_type == "code"), None)
+    if setup is None:
+        raise ValueError("notebook has no code cell to hold the setup")
+    setup.source = setup_source()
+    tag_exercises(nb)
+    return nbformat.writes(nb) != before
 
 
 def readme_table(paths):

@@ -1,0 +1,245 @@
+"""Interactive figures for the notebooks: an attention explorer and a generation playground.
+
+Each is a small class whose drawing and computing methods are plain functions of their arguments
+(``figure(...)``, ``run(...)``), so they can be tested without a browser; ``widget()`` wires them to
+ipywidgets controls, and ``show()`` displays the widget where a front end can render it, or a static
+figure of the default view where it cannot (no ipywidgets, no front-end extension, or
+``GPT_FROM_SCRATCH_STATIC=1``). Works with ipywidgets 7 (Google Colab) and 8.
+"""
+
+import importlib.util
+import os
+import sys
+
+import matplotlib.pyplot as plt
+import torch
+
+from .generate import generate, text_to_token_ids, token_ids_to_text, top_k_filter
+
+
+def widgets_supported():
+    """True if ipywidgets is installed and the current front end is expected to render it."""
+    if os.environ.get("GPT_FROM_SCRATCH_STATIC") == "1" or importlib.util.find_spec("ipywidgets") is None:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return False  # a plain Python or terminal IPython session
+    if "google.colab" in sys.modules:
+        import ipywidgets
+
+        if int(ipywidgets.__version__.split(".")[0]) >= 8:  # Colab renders 7.x natively only
+            from google.colab import output
+
+            output.enable_custom_widget_manager()
+        return True
+    return any(importlib.util.find_spec(m) for m in ("jupyterlab_widgets", "widgetsnbextension"))
+
+
+def _display(obj):
+    from IPython.display import display
+
+    display(obj)
+
+
+def _token_labels(tokenizer, ids):
+    return [f"{i}:{tokenizer.decode([t])!r}" for i, t in enumerate(ids)]
+
+
+class AttentionExplorer:
+    """Attention weights of every layer and head, for one prompt.
+
+    ``weights``: a list with one tensor ``(num_heads, num_tokens, num_tokens)`` per layer;
+    ``tokens``: the ``num_tokens`` labels. Build it from a ``GPTModel`` with :meth:`from_model`.
+    """
+
+    def __init__(self, weights, tokens):
+        if not weights:
+            raise ValueError("no attention weights: the model has no transformer blocks")
+        n = len(tokens)
+        for layer, w in enumerate(weights):
+            if w.dim() != 3 or w.shape[1:] != (n, n):
+                raise ValueError(f"layer {layer}: expected weights of shape (num_heads, {n}, {n}), got {tuple(w.shape)}")
+        self.weights = [w.detach().cpu() for w in weights]
+        self.tokens = list(tokens)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, prompt):
+        """Run ``model`` (a ``GPTModel``) once on ``prompt`` and keep each layer's attention weights."""
+        idx = text_to_token_ids(prompt, tokenizer)
+        atts = [block.att for block in model.trf_blocks]
+        was_training = model.training
+        model.eval()
+        for att in atts:
+            att.keep_attn_weights = True
+        try:
+            with torch.no_grad():
+                model(idx)
+        finally:
+            for att in atts:
+                att.keep_attn_weights = False
+            model.train(was_training)
+        weights = [att.attn_weights[0] for att in atts]  # (num_heads, T, T) each
+        return cls(weights, _token_labels(tokenizer, idx[0].tolist()))
+
+    @property
+    def num_layers(self):
+        return len(self.weights)
+
+    @property
+    def num_heads(self):
+        return self.weights[0].shape[0]
+
+    def _check(self, layer, head, query):
+        for name, value, limit in (("layer", layer, self.num_layers), ("head", head, self.num_heads),
+                                   ("query", query, len(self.tokens))):
+            if not isinstance(value, int) or not 0 <= value < limit:
+                raise ValueError(f"{name} must be an integer in [0, {limit}), got {value!r}")
+
+    def row(self, layer, head, query):
+        """The weights query token ``query`` gives to every token: ``(num_tokens,)``, summing to 1."""
+        self._check(layer, head, query)
+        return self.weights[layer][head, query]
+
+    def figure(self, layer=0, head=0, query=None):
+        """A heatmap of layer ``layer``, head ``head``, with the ``query`` row outlined."""
+        query = len(self.tokens) - 1 if query is None else query
+        self._check(layer, head, query)
+        w = self.weights[layer][head].numpy()
+        n = len(self.tokens)
+        fig, ax = plt.subplots(figsize=(1.2 + 0.55 * n, 1.0 + 0.5 * n))
+        im = ax.imshow(w, cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(n), self.tokens, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), self.tokens, fontsize=8)
+        ax.add_patch(plt.Rectangle((-0.5, query - 0.5), n, 1, fill=False, edgecolor="red", linewidth=2))
+        for j in range(query + 1):
+            ax.text(j, query, f"{w[query, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if w[query, j] < 0.6 else "black")
+        ax.set_xlabel("key token (attended to)")
+        ax.set_ylabel("query token")
+        ax.set_title(f"Attention weights, layer {layer}, head {head}")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        return fig
+
+    def widget(self):
+        """ipywidgets controls (layer, head, query token) above a figure that follows them."""
+        import ipywidgets as w
+
+        layer = w.IntSlider(value=0, min=0, max=self.num_layers - 1, description="layer")
+        head = w.IntSlider(value=0, min=0, max=self.num_heads - 1, description="head")
+        query = w.Dropdown(options=[(t, i) for i, t in enumerate(self.tokens)], value=len(self.tokens) - 1,
+                           description="query")
+        out = w.Output()
+
+        def redraw(_=None):
+            out.clear_output(wait=True)
+            with out:
+                fig = self.figure(layer.value, head.value, query.value)
+                _display(fig)
+                plt.close(fig)
+
+        for control in (layer, head, query):
+            control.observe(redraw, names="value")
+        redraw()
+        box = w.VBox([w.HBox([layer, head, query]), out])
+        box.redraw = redraw  # for tests: call after changing a control's value
+        return box
+
+    def show(self, layer=0, head=0, query=None):
+        """Display the widget, or a static figure where widgets cannot render."""
+        if widgets_supported():
+            _display(self.widget())
+        else:
+            fig = self.figure(layer, head, query)
+            plt.show()
+            return fig
+
+
+class GenerationPlayground:
+    """Prompt, temperature, top-k, length and seed in; generated text and next-token chart out."""
+
+    def __init__(self, model, tokenizer, context_size=None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.context_size = context_size or model.cfg["context_length"]
+
+    def next_token_distribution(self, prompt, temperature=1.0, top_k=None, n=10):
+        """The ``n`` most likely next tokens after ``prompt`` as ``[(token, probability)]``, with the
+        same temperature and top-k ``generate`` would use (temperature 0 shows temperature 1)."""
+        idx = text_to_token_ids(prompt, self.tokenizer)[:, -self.context_size:]
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            logits = self.model(idx)[0, -1]
+        self.model.train(was_training)
+        if top_k is not None:
+            logits = top_k_filter(logits, top_k)
+        probs = torch.softmax(logits / (temperature if temperature > 0 else 1.0), dim=-1)
+        top = torch.topk(probs, min(n, probs.numel()))
+        return [(self.tokenizer.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
+
+    def run(self, prompt, temperature=1.0, top_k=None, max_new_tokens=20, seed=123):
+        """Generate: returns the prompt and its continuation as text."""
+        was_training = self.model.training
+        self.model.eval()
+        idx = text_to_token_ids(prompt, self.tokenizer)
+        out = generate(self.model, idx, max_new_tokens, self.context_size, temperature=temperature, top_k=top_k,
+                       seed=seed)
+        self.model.train(was_training)
+        return token_ids_to_text(out, self.tokenizer)
+
+    def figure(self, prompt, temperature=1.0, top_k=None):
+        """Bar chart of the next-token distribution after ``prompt``."""
+        pairs = self.next_token_distribution(prompt, temperature, top_k)
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        labels = [repr(t) for t, _ in pairs][::-1]
+        ax.barh(labels, [p for _, p in pairs][::-1], color="tab:blue")
+        ax.set_xlabel("probability")
+        ax.set_xlim(0, 1)
+        k = "off" if top_k is None else top_k
+        ax.set_title(f"Next token after the prompt (temperature {temperature}, top-k {k})")
+        fig.tight_layout()
+        return fig
+
+    def widget(self, prompt="The clock"):
+        import ipywidgets as w
+
+        text = w.Text(value=prompt, description="prompt")
+        temperature = w.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="temperature")
+        top_k = w.IntSlider(value=0, min=0, max=100, description="top-k (0=off)")
+        length = w.IntSlider(value=20, min=1, max=100, description="new tokens")
+        seed = w.IntText(value=123, description="seed")
+        out = w.Output()
+
+        def redraw(_=None):
+            out.clear_output(wait=True)
+            with out:
+                if not text.value:
+                    print("type a prompt")
+                    return
+                k = top_k.value or None
+                print(self.run(text.value, temperature.value, k, length.value, seed.value))
+                fig = self.figure(text.value, temperature.value, k)
+                _display(fig)
+                plt.close(fig)
+
+        for control in (text, temperature, top_k, length, seed):
+            control.observe(redraw, names="value")
+        redraw()
+        box = w.VBox([w.HBox([text, seed]), w.HBox([temperature, top_k]), length, out])
+        box.redraw = redraw
+        return box
+
+    def show(self, prompt="The clock", temperature=1.0, top_k=None, max_new_tokens=20, seed=123):
+        """Display the widget, or the text and a static figure where widgets cannot render."""
+        if widgets_supported():
+            _display(self.widget(prompt))
+        else:
+            print(self.run(prompt, temperature, top_k, max_new_tokens, seed))
+            fig = self.figure(prompt, temperature, top_k)
+            plt.show()
+            return fig

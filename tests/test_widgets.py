@@ -1,0 +1,102 @@
+"""The interactive figures' logic and callbacks, without a browser."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+
+from gpt_from_scratch import AttentionExplorer, GenerationPlayground, GPTModel, generate, get_tokenizer
+from gpt_from_scratch import widgets as wmod
+
+CFG = {"vocab_size": 50257, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 3, "drop_rate": 0.1,
+       "qkv_bias": False}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(123)
+    return GPTModel(CFG)
+
+
+def test_explorer_holds_causal_weights_for_every_layer_and_head(model):
+    model.train()
+    ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine")
+    assert model.training  # mode restored
+    assert (ex.num_layers, ex.num_heads, len(ex.tokens)) == (3, 2, 4)
+    assert ex.tokens[1] == "1:' clock'"
+    for w in ex.weights:
+        assert torch.allclose(w.sum(-1), torch.ones(2, 4))
+        assert torch.all(w.triu(1) == 0)  # no weight on future tokens
+    assert all(att.keep_attn_weights is False for att in (b.att for b in model.trf_blocks))
+
+
+def test_explorer_row_and_figure(model):
+    ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine")
+    assert torch.equal(ex.row(2, 1, 3), ex.weights[2][1, 3])
+    fig = ex.figure(layer=1, head=0, query=2)
+    assert fig.axes[0].get_title() == "Attention weights, layer 1, head 0"
+    with pytest.raises(ValueError, match=r"head must be an integer in \[0, 2\), got 5"):
+        ex.figure(head=5)
+    with pytest.raises(ValueError, match=r"expected weights of shape \(num_heads, 3, 3\)"):
+        AttentionExplorer([torch.ones(2, 4, 4)], ["a", "b", "c"])
+
+
+def test_explorer_widget_redraws_when_a_control_changes(model, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine")
+    calls = []
+    monkeypatch.setattr(ex, "figure", lambda layer, head, query: calls.append((layer, head, query)) or
+                        matplotlib.figure.Figure())
+    monkeypatch.setattr(wmod, "_display", lambda obj: None)
+    box = ex.widget()
+    layer, head, query = box.children[0].children
+    assert calls == [(0, 0, 3)]
+    layer.value = 2
+    head.value = 1
+    query.value = 1
+    assert calls[-3:] == [(2, 0, 3), (2, 1, 3), (2, 1, 1)]
+
+
+def test_playground_matches_generate_and_the_distribution_is_right(model):
+    tok = get_tokenizer()
+    pg = GenerationPlayground(model, tok)
+    text = pg.run("The clock", temperature=0.8, top_k=5, max_new_tokens=6, seed=3)
+    ids = generate(model.eval(), torch.tensor([tok.encode("The clock")]), 6, 16, temperature=0.8, top_k=5, seed=3)
+    assert text == tok.decode(ids[0].tolist())
+    top3 = pg.next_token_distribution("The clock", temperature=1.0, top_k=3)
+    assert len(top3) == 10 and sum(p for _, p in top3[:3]) == pytest.approx(1.0) and top3[3][1] == 0
+    hot = pg.next_token_distribution("The clock", temperature=5.0)
+    cold = pg.next_token_distribution("The clock", temperature=0.2)
+    assert cold[0][1] > hot[0][1]
+
+
+def test_playground_widget_callbacks(model, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    pg = GenerationPlayground(model, get_tokenizer())
+    runs = []
+    monkeypatch.setattr(pg, "run", lambda *a: runs.append(a) or "text")
+    monkeypatch.setattr(pg, "figure", lambda *a: matplotlib.figure.Figure())
+    monkeypatch.setattr(wmod, "_display", lambda obj: None)
+    box = pg.widget("Hello")
+    (text, seed), (temperature, top_k), length = box.children[0].children, box.children[1].children, box.children[2]
+    temperature.value = 0.0
+    top_k.value = 7
+    seed.value = 9
+    assert runs[0] == ("Hello", 1.0, None, 20, 123)
+    assert runs[-1] == ("Hello", 0.0, 7, 20, 9)
+
+
+def test_static_fallback_where_widgets_cannot_render(model, monkeypatch, capsys):
+    monkeypatch.setenv("GPT_FROM_SCRATCH_STATIC", "1")
+    assert wmod.widgets_supported() is False
+    ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock")
+    assert ex.show() is not None
+    fig = GenerationPlayground(model, get_tokenizer()).show("The clock", max_new_tokens=3)
+    assert fig is not None and capsys.readouterr().out.startswith("The clock")
+
+
+def test_outside_a_kernel_widgets_are_not_used(monkeypatch):
+    monkeypatch.delenv("GPT_FROM_SCRATCH_STATIC", raising=False)
+    assert wmod.widgets_supported() is False  # pytest is not a Jupyter kernel
