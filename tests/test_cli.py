@@ -94,3 +94,29 @@ def test_console_script_is_declared():
     from pathlib import Path
     pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["gpt-from-scratch"] == "gpt_from_scratch.cli:main"
+
+
+def test_doctor_reports_one_line_per_check(capsys):
+    assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "everything needed is in place"
+    names = [line.split()[1] for line in lines[:-1]]
+    assert names == ["python", "torch", "tokenizer", "matplotlib", "ipywidgets", "jupyterlab", "kernel"]
+    assert all(line.startswith("ok ") for line in lines[:-1])
+
+
+def test_doctor_says_what_to_fix_and_fails(monkeypatch, capsys):
+    from gpt_from_scratch import doctor
+
+    real = __import__("importlib").import_module
+
+    def missing_matplotlib(name, *args):
+        if name == "matplotlib":
+            raise ImportError("No module named 'matplotlib'")
+        return real(name, *args)
+
+    monkeypatch.setattr(doctor.importlib, "import_module", missing_matplotlib)
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FIX  matplotlib matplotlib missing (figures): pip install" in out
+    assert out.strip().endswith("some things need fixing (lines marked FIX)")
