@@ -126,6 +126,8 @@ def check_num_windows(fn):
             for stride in (1, 2, 3, 4, 10):
                 expected = len(range(0, n - max_length, stride))
                 got = _call(fn, n, max_length, stride)
+                if not isinstance(got, int) or isinstance(got, bool):
+                    _fail(f"return a whole number (int), got {got!r} ({type(got).__name__}): use // for division")
                 if got != expected:
                     _fail(f"for {n} tokens, max_length={max_length}, stride={stride}: you say {got}, the dataset "
                           f"has {expected} windows (starts 0, {stride}, ... while start + max_length < {n})")
@@ -153,14 +155,16 @@ def _diagnose_weights(w, what):
 def check_causal_softmax(fn):
     """``fn(scores) -> weights``: causal mask then softmax over the last dimension."""
     g = _gen(3)
-    scores = torch.randn(2, 6, 6, generator=g) * 2
-    got = _tensor(_call(fn, scores.clone()), "causal_softmax")
-    _shape(got, scores.shape, "the attention weights")
-    _diagnose_weights(got, "your attention")
-    expected = torch.softmax(scores.masked_fill(causal_mask(6), -torch.inf), dim=-1)
-    if not _close(got, expected):
-        _fail("the weights differ from softmax(scores masked with -inf above the diagonal); did you zero the "
-              "future after softmax without renormalising the rows?")
+    # Several sizes and numbers of leading dimensions: a mask hard-coded to one size fails here.
+    for shape in [(2, 6, 6), (5, 5), (2, 3, 4, 4), (1, 9, 9)]:
+        scores = torch.randn(*shape, generator=g) * 2
+        got = _tensor(_call(fn, scores.clone()), "causal_softmax")
+        _shape(got, scores.shape, f"the attention weights for scores of shape {shape}")
+        _diagnose_weights(got, "your attention")
+        expected = torch.softmax(scores.masked_fill(causal_mask(shape[-1]), -torch.inf), dim=-1)
+        if not _close(got, expected):
+            _fail(f"for scores of shape {shape} the weights differ from softmax(scores masked with -inf above the "
+                  "diagonal); did you zero the future after softmax without renormalising the rows?")
     return _passed("causal softmax")
 
 
@@ -284,12 +288,20 @@ def check_layer_norm(cls):
         mine.scale.copy_(ref.scale)
         mine.shift.copy_(ref.shift)
     x = torch.randn(3, 5, 16, generator=_gen(10)) * 3 + 1
+    x[0, 0] = 2.5  # a constant vector: variance 0, where eps alone keeps the division finite
+    x[0, 1] = 2.5 + torch.randn(16, generator=_gen(11)) * 1e-3  # tiny variance: eps matters here too
     with torch.no_grad():
         got = _tensor(_call(mine, x, what="your LayerNorm"), "your LayerNorm")
         expected = ref(x)
     _shape(got, x.shape, "the normalised tensor")
     if _close(got, expected):
         return _passed("LayerNorm")
+    if not torch.isfinite(got).all():
+        _fail("your LayerNorm returns inf or nan for a constant vector (variance 0): add eps inside the square "
+              "root, sqrt(var + eps)")
+    if _close(got[:, 2:], expected[:, 2:]):
+        _fail("right for ordinary vectors, wrong for vectors with (almost) zero variance: use "
+              "(x - mean) / sqrt(var + eps), with eps inside the square root")
     mean = x.mean(-1, keepdim=True)
     unbiased = ref.scale * (x - mean) / torch.sqrt(x.var(-1, keepdim=True, unbiased=True) + 1e-5) + ref.shift
     if _close(got, unbiased):

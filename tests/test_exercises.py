@@ -38,6 +38,7 @@ def test_one_hot_and_num_windows():
     fails(ex.check_one_hot_embedding, lambda ids, w: w[(ids + 1) % 11], "differs from the embedding lookup")
     assert ex.check_num_windows(lambda n, m, s: (n - m - 1) // s + 1).endswith("correct")
     fails(ex.check_num_windows, lambda n, m, s: (n - m) // s + 1, "the dataset has")
+    fails(ex.check_num_windows, lambda n, m, s: (n - m - 1) / s // 1 + 1, "return a whole number")
 
 
 def test_not_implemented_is_explained():
@@ -59,8 +60,10 @@ def test_causal_softmax():
     fails(ex.check_causal_softmax,
           lambda s: torch.softmax(s.masked_fill(torch.triu(torch.ones(6, 6, dtype=torch.bool), 2), -torch.inf), -1),
           "position 0 gives weight .* to position 1")
-    fails(ex.check_causal_softmax, lambda s: torch.softmax(s, -1).masked_fill(causal_mask(6), 0),
+    fails(ex.check_causal_softmax, lambda s: torch.softmax(s, -1).masked_fill(causal_mask(s.shape[-1]), 0),
           "each row must sum to 1")
+    fails(ex.check_causal_softmax, lambda s: torch.softmax(s.masked_fill(causal_mask(6), -torch.inf), -1),
+          "raised RuntimeError")  # a mask hard-coded to six tokens
 
 
 def sdpa(q, k, v, is_causal=True, scale=None, dim=-1):
@@ -144,6 +147,17 @@ def test_layer_norm():
     fails(ex.check_layer_norm, make_layernorm(scale_shift=False), "scale and shift are not applied")
     fails(ex.check_layer_norm, nn.Identity, "needs a trainable parameter `scale`")
 
+    class NoEps(make_layernorm()):
+        def forward(self, x):
+            return self.scale * (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True, unbiased=False) + self.shift
+    fails(ex.check_layer_norm, NoEps, "inf or nan for a constant vector")
+
+    class EpsOutside(make_layernorm()):
+        def forward(self, x):
+            std = torch.sqrt(x.var(-1, keepdim=True, unbiased=False)) + self.eps
+            return self.scale * (x - x.mean(-1, keepdim=True)) / std + self.shift
+    fails(ex.check_layer_norm, EpsOutside, "eps inside the square root")
+
 
 def count(cfg, tie_weights=False):
     V, C, d, L = cfg["vocab_size"], cfg["context_length"], cfg["emb_dim"], cfg["n_layers"]
@@ -168,6 +182,7 @@ def test_greedy_step():
     fails(ex.check_greedy_step, lambda m, i, c: greedy_step(m, i, c).squeeze(1), "use keepdim=True")
     fails(ex.check_greedy_step, lambda m, i, c: m(i[:, -c:])[:, 0, :].argmax(-1, keepdim=True), "first position")
     fails(ex.check_greedy_step, lambda m, i, c: m(i)[:, -1, :].argmax(-1, keepdim=True), "longer than context_length=10; crop it")
+    fails(ex.check_greedy_step, lambda m, i, c: greedy_step(m, i[:, :c], c), "expected next ids")  # cropped the front
 
 
 def my_generate(model, idx, n, context_size, crop=True):
