@@ -7,7 +7,9 @@ figure of the default view where it cannot (no ipywidgets, no front-end extensio
 ``GPT_FROM_SCRATCH_STATIC=1``). Works with ipywidgets 7 (Google Colab) and 8.
 """
 
+import html
 import importlib.util
+import io
 import os
 import sys
 
@@ -43,6 +45,16 @@ def _display(obj):
     from IPython.display import display
 
     display(obj)
+
+
+def _png(fig):
+    """A figure as PNG bytes, closed afterwards. Widgets show pictures through an ``Image`` widget rather
+    than an ``Output`` widget: an ``Output`` widget's content lives only in the front end's widget state,
+    which notebook runners (nbclient, nbval) do not keep."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def _token_labels(tokenizer, ids):
@@ -133,19 +145,15 @@ class AttentionExplorer:
         head = w.IntSlider(value=0, min=0, max=self.num_heads - 1, description="head")
         query = w.Dropdown(options=[(t, i) for i, t in enumerate(self.tokens)], value=len(self.tokens) - 1,
                            description="query")
-        out = w.Output()
+        picture = w.Image(format="png")
 
         def redraw(_=None):
-            out.clear_output(wait=True)
-            with out:
-                fig = self.figure(layer.value, head.value, query.value)
-                _display(fig)
-                plt.close(fig)
+            picture.value = _png(self.figure(layer.value, head.value, query.value))
 
         for control in (layer, head, query):
             control.observe(redraw, names="value")
         redraw()
-        box = w.VBox([w.HBox([layer, head, query]), out])
+        box = w.VBox([w.HBox([layer, head, query]), picture])
         box.redraw = redraw  # for tests: call after changing a control's value
         return box
 
@@ -154,9 +162,8 @@ class AttentionExplorer:
         if widgets_supported():
             _display(self.widget())
         else:
-            fig = self.figure(layer, head, query)
+            self.figure(layer, head, query)
             plt.show()
-            return fig
 
 
 class GenerationPlayground:
@@ -213,24 +220,22 @@ class GenerationPlayground:
         top_k = w.IntSlider(value=0, min=0, max=100, description="top-k (0=off)")
         length = w.IntSlider(value=20, min=1, max=100, description="new tokens")
         seed = w.IntText(value=123, description="seed")
-        out = w.Output()
+        generated = w.HTML()
+        picture = w.Image(format="png")
 
         def redraw(_=None):
-            out.clear_output(wait=True)
-            with out:
-                if not text.value:
-                    print("type a prompt")
-                    return
-                k = top_k.value or None
-                print(self.run(text.value, temperature.value, k, length.value, seed.value))
-                fig = self.figure(text.value, temperature.value, k)
-                _display(fig)
-                plt.close(fig)
+            if not text.value:
+                generated.value = "<i>type a prompt</i>"
+                return
+            k = top_k.value or None
+            continuation = self.run(text.value, temperature.value, k, length.value, seed.value)
+            generated.value = f"<pre style='white-space: pre-wrap'>{html.escape(continuation)}</pre>"
+            picture.value = _png(self.figure(text.value, temperature.value, k))
 
         for control in (text, temperature, top_k, length, seed):
             control.observe(redraw, names="value")
         redraw()
-        box = w.VBox([w.HBox([text, seed]), w.HBox([temperature, top_k]), length, out])
+        box = w.VBox([w.HBox([text, seed]), w.HBox([temperature, top_k]), length, generated, picture])
         box.redraw = redraw
         return box
 
@@ -240,6 +245,5 @@ class GenerationPlayground:
             _display(self.widget(prompt))
         else:
             print(self.run(prompt, temperature, top_k, max_new_tokens, seed))
-            fig = self.figure(prompt, temperature, top_k)
+            self.figure(prompt, temperature, top_k)
             plt.show()
-            return fig

@@ -76,9 +76,9 @@ def test_notebooks_and_readme_are_in_sync_with_the_repository_url():
     assert _tools().check() == []
 
 
-def test_there_are_the_five_lessons():
+def test_there_are_the_six_lessons():
     names = [p.name for p in NOTEBOOKS]
-    for prefix in ("01_", "02_", "03_", "04_", "05_"):
+    for prefix in ("01_", "02_", "03_", "04_", "05_", "06_"):
         assert any(n.startswith(prefix) for n in names), f"no notebook {prefix}*"
 
 
@@ -119,5 +119,12 @@ def test_notebook_ends_with_a_recap_and_exercises(path):
                          if c["cell_type"] == "markdown")
     assert re.search(r"^#+ .*Recap", markdown, re.M), "a Recap section"
     assert re.search(r"^#+ .*Exercise", markdown, re.M), "an Exercises section"
-    solutions = sum("### BEGIN SOLUTION" in "".join(c["source"]) for c in _code_cells(path))
-    assert solutions >= 2, "at least two exercises with marked solutions"
+    cells = _code_cells(path)
+    sources = ["".join(c["source"]) for c in cells]
+    solutions = [i for i, s in enumerate(sources) if "### BEGIN SOLUTION" in s]
+    assert len(solutions) >= 2, "at least two exercises with marked solutions"
+    for i in solutions:
+        check = sources[i + 1] if i + 1 < len(sources) else ""
+        assert re.search(r"^\s*(print\()?check_\w+\(", check, re.M), \
+            f"the cell after solution {sources[i][:40]!r} must call a checker from gpt_from_scratch.exercises"
+        assert cells[i]["metadata"]["nbgrader"]["solution"] and cells[i + 1]["metadata"]["nbgrader"]["grade"]

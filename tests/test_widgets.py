@@ -49,7 +49,6 @@ def test_explorer_widget_redraws_when_a_control_changes(model, monkeypatch):
     calls = []
     monkeypatch.setattr(ex, "figure", lambda layer, head, query: calls.append((layer, head, query)) or
                         matplotlib.figure.Figure())
-    monkeypatch.setattr(wmod, "_display", lambda obj: None)
     box = ex.widget()
     layer, head, query = box.children[0].children
     assert calls == [(0, 0, 3)]
@@ -57,6 +56,15 @@ def test_explorer_widget_redraws_when_a_control_changes(model, monkeypatch):
     head.value = 1
     query.value = 1
     assert calls[-3:] == [(2, 0, 3), (2, 1, 3), (2, 1, 1)]
+    assert bytes(box.children[1].value).startswith(b"\x89PNG")  # the picture is a PNG in an Image widget
+
+
+def test_explorer_widget_draws_the_real_figure(model):
+    pytest.importorskip("ipywidgets")
+    box = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine").widget()
+    first = bytes(box.children[1].value)
+    box.children[0].children[1].value = 1  # another head, another picture
+    assert first.startswith(b"\x89PNG") and bytes(box.children[1].value) != first
 
 
 def test_playground_matches_generate_and_the_distribution_is_right(model):
@@ -78,9 +86,9 @@ def test_playground_widget_callbacks(model, monkeypatch):
     runs = []
     monkeypatch.setattr(pg, "run", lambda *a: runs.append(a) or "text")
     monkeypatch.setattr(pg, "figure", lambda *a: matplotlib.figure.Figure())
-    monkeypatch.setattr(wmod, "_display", lambda obj: None)
     box = pg.widget("Hello")
     (text, seed), (temperature, top_k), length = box.children[0].children, box.children[1].children, box.children[2]
+    assert box.children[3].value == "<pre style='white-space: pre-wrap'>text</pre>"
     temperature.value = 0.0
     top_k.value = 7
     seed.value = 9
@@ -92,9 +100,11 @@ def test_static_fallback_where_widgets_cannot_render(model, monkeypatch, capsys)
     monkeypatch.setenv("GPT_FROM_SCRATCH_STATIC", "1")
     assert wmod.widgets_supported() is False
     ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock")
-    assert ex.show() is not None
-    fig = GenerationPlayground(model, get_tokenizer()).show("The clock", max_new_tokens=3)
-    assert fig is not None and capsys.readouterr().out.startswith("The clock")
+    ex.show(head=1)
+    assert matplotlib.pyplot.gcf().axes[0].get_title() == "Attention weights, layer 0, head 1"
+    GenerationPlayground(model, get_tokenizer()).show("The clock", max_new_tokens=3)
+    assert matplotlib.pyplot.gcf().axes[0].get_title().startswith("Next token after the prompt")
+    assert capsys.readouterr().out.startswith("The clock")
 
 
 def test_outside_a_kernel_widgets_are_not_used(monkeypatch):
