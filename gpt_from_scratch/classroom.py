@@ -15,6 +15,7 @@ no network.
 """
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -160,7 +161,15 @@ def grade_notebook(path, cell_timeout=120):
     client = _Client(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
                      interrupt_on_timeout=True, store_widget_state=False,
                      resources={"metadata": {"path": str(path.parent.resolve())}})
-    client.execute()
+    saved = os.environ.get("GPT_FROM_SCRATCH_STATIC")
+    os.environ["GPT_FROM_SCRATCH_STATIC"] = "1"  # the kernel inherits it: static figures, no widgets
+    try:
+        client.execute()
+    finally:
+        if saved is None:
+            del os.environ["GPT_FROM_SCRATCH_STATIC"]
+        else:
+            os.environ["GPT_FROM_SCRATCH_STATIC"] = saved
 
     exercises, solution_error = [], None
     for cell in nb.cells:

@@ -137,14 +137,15 @@ class AttentionExplorer:
         fig.tight_layout()
         return fig
 
-    def widget(self):
+    def widget(self, layer=0, head=0, query=None):
         """ipywidgets controls (layer, head, query token) above a figure that follows them."""
         import ipywidgets as w
 
-        layer = w.IntSlider(value=0, min=0, max=self.num_layers - 1, description="layer")
-        head = w.IntSlider(value=0, min=0, max=self.num_heads - 1, description="head")
-        query = w.Dropdown(options=[(t, i) for i, t in enumerate(self.tokens)], value=len(self.tokens) - 1,
-                           description="query")
+        query = len(self.tokens) - 1 if query is None else query
+        self._check(layer, head, query)
+        layer = w.IntSlider(value=layer, min=0, max=self.num_layers - 1, description="layer")
+        head = w.IntSlider(value=head, min=0, max=self.num_heads - 1, description="head")
+        query = w.Dropdown(options=[(t, i) for i, t in enumerate(self.tokens)], value=query, description="query")
         picture = w.Image(format="png")
 
         def redraw(_=None):
@@ -160,7 +161,7 @@ class AttentionExplorer:
     def show(self, layer=0, head=0, query=None):
         """Display the widget, or a static figure where widgets cannot render."""
         if widgets_supported():
-            _display(self.widget())
+            _display(self.widget(layer, head, query))
         else:
             self.figure(layer, head, query)
             plt.show()
@@ -212,14 +213,15 @@ class GenerationPlayground:
         fig.tight_layout()
         return fig
 
-    def widget(self, prompt="The clock"):
+    def widget(self, prompt="The clock", temperature=1.0, top_k=None, max_new_tokens=20, seed=123):
+        """Controls for prompt, temperature, top-k, length and seed, above the text and the chart."""
         import ipywidgets as w
 
         text = w.Text(value=prompt, description="prompt")
-        temperature = w.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="temperature")
-        top_k = w.IntSlider(value=0, min=0, max=100, description="top-k (0=off)")
-        length = w.IntSlider(value=20, min=1, max=100, description="new tokens")
-        seed = w.IntText(value=123, description="seed")
+        temperature = w.FloatSlider(value=temperature, min=0.0, max=3.0, step=0.1, description="temperature")
+        top_k = w.IntSlider(value=top_k or 0, min=0, max=100, description="top-k (0=off)")
+        length = w.IntSlider(value=max_new_tokens, min=1, max=100, description="new tokens")
+        seed = w.IntText(value=seed, description="seed")
         generated = w.HTML()
         picture = w.Image(format="png")
 
@@ -242,7 +244,7 @@ class GenerationPlayground:
     def show(self, prompt="The clock", temperature=1.0, top_k=None, max_new_tokens=20, seed=123):
         """Display the widget, or the text and a static figure where widgets cannot render."""
         if widgets_supported():
-            _display(self.widget(prompt))
+            _display(self.widget(prompt, temperature, top_k, max_new_tokens, seed))
         else:
             print(self.run(prompt, temperature, top_k, max_new_tokens, seed))
             self.figure(prompt, temperature, top_k)

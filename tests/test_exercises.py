@@ -195,6 +195,10 @@ def test_generate_and_replay():
     assert ex.check_generate(my_generate).endswith("correct")
     fails(ex.check_generate, lambda m, i, n, c: my_generate(m, i, n, c, crop=False), "crop it to idx")
     fails(ex.check_generate, lambda m, i, n, c: my_generate(m, i, n - 1, c), "wrong shape")
+
+    def stub(*args):
+        raise NotImplementedError()
+    fails(ex.check_generate, stub, "not written yet")
     replay = lambda m, ids, p: m(ids)[0, p - 1:-1].argmax(-1).tolist()
     assert ex.check_replay_choices(replay).endswith("correct")
     fails(ex.check_replay_choices, lambda m, ids, p: m(ids)[0, p:].argmax(-1).tolist(), "position i predicts")

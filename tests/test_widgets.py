@@ -110,3 +110,16 @@ def test_static_fallback_where_widgets_cannot_render(model, monkeypatch, capsys)
 def test_outside_a_kernel_widgets_are_not_used(monkeypatch):
     monkeypatch.delenv("GPT_FROM_SCRATCH_STATIC", raising=False)
     assert wmod.widgets_supported() is False  # pytest is not a Jupyter kernel
+
+
+def test_widgets_start_from_the_values_show_was_given(model, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    pg = GenerationPlayground(model, get_tokenizer())
+    runs = []
+    monkeypatch.setattr(pg, "run", lambda *a: runs.append(a) or "text")
+    monkeypatch.setattr(pg, "figure", lambda *a: matplotlib.figure.Figure())
+    pg.widget("Hello", 0.5, 7, 5, 9)
+    assert runs == [("Hello", 0.5, 7, 5, 9)]
+    ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine")
+    box = ex.widget(layer=2, head=1, query=0)
+    assert [c.value for c in box.children[0].children] == [2, 1, 0]

@@ -14,10 +14,12 @@ README's table of notebooks with their "Open in Colab" badges. When the reposito
 pyproject.toml, run ``sync`` (or ``execute``) and commit.
 
 ``execute`` produces the outputs that nbval later compares: one clean run, execution counts 1, 2, 3,
-..., the kernel started in ``notebooks/`` as nbval does, and no widget state stored.
+..., the kernel started in ``notebooks/`` as nbval does, and no widget state stored (interactive
+figures store their static view, with GPT_FROM_SCRATCH_STATIC=1, as under nbval).
 """
 
 import argparse
+import os
 import sys
 import time
 import tomllib
@@ -137,14 +139,19 @@ def check():
 def execute(paths, timeout):
     from nbclient import NotebookClient
 
+    # Widgets store their static view (a figure a reader of the file can see); notebooks/conftest.py
+    # sets the same for nbval, and the grader for its runs.
+    os.environ["GPT_FROM_SCRATCH_STATIC"] = "1"
+
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         sync_notebook(nb)
         for cell in nb.cells:
             cell.get("metadata", {}).pop("execution", None)
         start = time.perf_counter()
+        # coalesce_streams: one stdout output per cell, not pieces split wherever the kernel flushed
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=False,
-                                resources={"metadata": {"path": str(path.parent)}})
+                                coalesce_streams=True, resources={"metadata": {"path": str(path.parent)}})
         client.execute()
         for cell in nb.cells:
             cell.get("metadata", {}).pop("execution", None)
