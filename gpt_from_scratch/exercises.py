@@ -56,6 +56,13 @@ def _close(a, b, atol=1e-5):
     return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=atol)
 
 
+def _as_list(value):
+    """A learner's answer as a plain list, whether they returned a tensor, a tuple or a list."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def _passed(name):
     return f"{name}: correct"
 
@@ -246,7 +253,7 @@ def check_top_choices(fn):
     with torch.no_grad():
         got = _call(fn, model, list(ids))
         expected = model(torch.tensor([ids]))[0].argmax(-1).tolist()
-    got = got.tolist() if isinstance(got, torch.Tensor) else got
+    got = _as_list(got)
     if not isinstance(got, list) or len(got) != len(ids):
         _fail(f"return a list with one token id per position ({len(ids)}), got {got!r}")
     if got != expected:
@@ -386,7 +393,7 @@ def check_replay_choices(fn):
     with torch.no_grad():
         out = generate_text_simple(model, prompt, 6, 10)
         got = _call(fn, model, out, 3)
-    got = got.tolist() if isinstance(got, torch.Tensor) else list(got)
+    got = _as_list(got)
     expected = out[0, 3:].tolist()
     if got != expected:
         _fail(f"expected the generated tokens {expected}, got {got}: position i predicts token i + 1, so the "

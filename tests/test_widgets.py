@@ -80,12 +80,19 @@ def test_playground_matches_generate_and_the_distribution_is_right(model):
     assert cold[0][1] > hot[0][1]
 
 
-def test_playground_widget_callbacks(model, monkeypatch):
+@pytest.fixture
+def recording_playground(model, monkeypatch):
+    """A playground whose run() records its arguments instead of generating."""
     pytest.importorskip("ipywidgets")
     pg = GenerationPlayground(model, get_tokenizer())
-    runs = []
-    monkeypatch.setattr(pg, "run", lambda *a: runs.append(a) or "text")
+    pg.runs = []
+    monkeypatch.setattr(pg, "run", lambda *a: pg.runs.append(a) or "text")
     monkeypatch.setattr(pg, "figure", lambda *a: matplotlib.figure.Figure())
+    return pg
+
+
+def test_playground_widget_callbacks(recording_playground):
+    pg, runs = recording_playground, recording_playground.runs
     box = pg.widget("Hello")
     (text, seed), (temperature, top_k), length = box.children[0].children, box.children[1].children, box.children[2]
     assert box.children[3].value == "<pre style='white-space: pre-wrap'>text</pre>"
@@ -112,14 +119,9 @@ def test_outside_a_kernel_widgets_are_not_used(monkeypatch):
     assert wmod.widgets_supported() is False  # pytest is not a Jupyter kernel
 
 
-def test_widgets_start_from_the_values_show_was_given(model, monkeypatch):
-    pytest.importorskip("ipywidgets")
-    pg = GenerationPlayground(model, get_tokenizer())
-    runs = []
-    monkeypatch.setattr(pg, "run", lambda *a: runs.append(a) or "text")
-    monkeypatch.setattr(pg, "figure", lambda *a: matplotlib.figure.Figure())
-    pg.widget("Hello", 0.5, 7, 5, 9)
-    assert runs == [("Hello", 0.5, 7, 5, 9)]
+def test_widgets_start_from_the_values_show_was_given(model, recording_playground):
+    recording_playground.widget("Hello", 0.5, 7, 5, 9)
+    assert recording_playground.runs == [("Hello", 0.5, 7, 5, 9)]
     ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine")
     box = ex.widget(layer=2, head=1, query=0)
     assert [c.value for c in box.children[0].children] == [2, 1, 0]
