@@ -12,6 +12,11 @@ Read the modules in the order data flows through a GPT::
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
 weights into a GPTModel; ``cli`` is the ``gpt-from-scratch`` command.
+
+The tooling around the lessons (exercise checkers, grading, widgets, the environment doctor) lives in
+the subpackage ``gpt_from_scratch.classroom``; importing this package loads none of it, nor
+matplotlib or ipywidgets. ``AttentionExplorer`` and ``GenerationPlayground`` are still reachable from
+here: they are imported on first use.
 """
 
 from .attention import (
@@ -66,7 +71,6 @@ from .train import (
     train_model_simple,
 )
 from .weights import load_hf_gpt2_weights
-from .widgets import AttentionExplorer, GenerationPlayground
 
 __version__ = "0.1.0"
 
@@ -87,3 +91,17 @@ __all__ = [
     "load_hf_gpt2_weights",
     "AttentionExplorer", "GenerationPlayground",
 ]
+
+# Names that live in the classroom subpackage, imported only when first asked for, so that
+# `import gpt_from_scratch` stays free of matplotlib and ipywidgets (PEP 562 module __getattr__).
+_LAZY = {"AttentionExplorer": "classroom.widgets", "GenerationPlayground": "classroom.widgets"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

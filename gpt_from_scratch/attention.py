@@ -54,6 +54,27 @@ def causal_mask(num_tokens, device=None):
     return torch.triu(torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device), diagonal=1)
 
 
+def _load_mask(module, state_dict, prefix):
+    """Let ``load_state_dict(strict=True)`` accept files with and without the causal mask.
+
+    The mask is saved with the weights (a persistent buffer) so that the book's code, which expects
+    ``...att.mask``, loads our files. Files that lack it (ours from before, or written by hand) get
+    the module's own mask. A saved mask, bool or the book's float 0/1, must be the causal one: a file
+    that would let tokens see the future is refused.
+    """
+    key = prefix + "mask"
+    saved = state_dict.get(key)
+    if saved is None:
+        state_dict[key] = module.mask
+    elif saved.shape != module.mask.shape or not torch.equal(saved.bool().cpu(), module.mask.cpu()):
+        raise ValueError(
+            f"{key} in the state dict is not the causal mask of shape {tuple(module.mask.shape)} "
+            f"(got shape {tuple(saved.shape)}): it would let tokens attend to later tokens"
+        )
+    else:
+        state_dict[key] = module.mask
+
+
 class SelfAttention_v1(nn.Module):
     """Scaled dot-product self-attention with raw ``nn.Parameter`` weights, no mask.
 
@@ -112,8 +133,9 @@ class CausalAttention(nn.Module):
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.dropout = nn.Dropout(dropout)
-        # A buffer moves with the module (.to(device)) but is not trained; not saved in state_dict.
-        self.register_buffer("mask", causal_mask(context_length), persistent=False)
+        # A buffer moves with the module (.to(device)) but is not trained. It is saved in state_dict,
+        # as in the book, so weights saved by either code load into the other (see _load_mask).
+        self.register_buffer("mask", causal_mask(context_length))
 
     def forward(self, x):
         _check_tokens_input(x, self.d_in, self.context_length)
@@ -128,6 +150,10 @@ class CausalAttention(nn.Module):
         attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
         attn_weights = self.dropout(attn_weights)
         return attn_weights @ values  # (b, num_tokens, d_out)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _load_mask(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class MultiHeadAttentionWrapper(nn.Module):
@@ -174,7 +200,7 @@ class MultiHeadAttention(nn.Module):
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)  # mixes the heads' outputs
         self.dropout = nn.Dropout(dropout)
-        self.register_buffer("mask", causal_mask(context_length), persistent=False)
+        self.register_buffer("mask", causal_mask(context_length))  # saved, as in CausalAttention
         # Set keep_attn_weights = True to keep the last forward's weights in .attn_weights
         # (batch, num_heads, num_tokens, num_tokens), e.g. to draw them; off, it costs nothing.
         self.keep_attn_weights = False
@@ -203,3 +229,7 @@ class MultiHeadAttention(nn.Module):
         # Back to (b, num_tokens, num_heads, head_dim), then glue the heads: (b, num_tokens, d_out).
         context = context.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
         return self.out_proj(context)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _load_mask(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

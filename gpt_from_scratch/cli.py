@@ -127,7 +127,7 @@ def build_parser():
 
 
 def cmd_student(args, out=print):
-    from .classroom import write_student_versions
+    from .classroom.grading import write_student_versions
 
     for path in write_student_versions(args.src_dir, args.out_dir):
         out(f"wrote {path}")
@@ -136,7 +136,7 @@ def cmd_student(args, out=print):
 def cmd_grade(args, out=print):
     import json
 
-    from .classroom import format_report, grade_notebook
+    from .classroom.grading import format_report, grade_notebook
 
     results = []
     for nb in args.notebooks:
@@ -150,7 +150,7 @@ def cmd_grade(args, out=print):
 
 
 def cmd_doctor(args, out=print):
-    from .doctor import run_checks
+    from .classroom.doctor import run_checks
 
     if not run_checks(out):
         return 1

@@ -1,22 +1,11 @@
-"""The GPT model: a placeholder version first, then the real pieces and the full ``GPTModel``.
+"""The GPT model, in the order it is explained: its pieces, the full ``GPTModel``, then the placeholder.
 
-Data flows through ``GPTModel`` like this (``b`` = batch, ``t`` = tokens, ``d`` = ``emb_dim``)::
-
-    token ids (b, t)
-      -> token embedding + position embedding        (b, t, d)
-      -> dropout
-      -> n_layers x TransformerBlock                  (b, t, d)
-      -> final LayerNorm                              (b, t, d)
-      -> output head (linear, no bias)                (b, t, vocab_size)  = logits
-
-A ``TransformerBlock`` is "pre-LayerNorm" as in GPT-2: normalise, transform, add the result back to the
-block's input (the shortcut), once with attention and once with a feed-forward network::
-
-    x = x + dropout(attention(norm1(x)))
-    x = x + dropout(feed_forward(norm2(x)))
-
-The placeholder ``DummyGPTModel`` has the same attribute names but its blocks and final norm return
-their input unchanged, so the plumbing (shapes in and out) can be checked before the pieces exist.
+    LayerNorm         normalise each token vector (mean 0, variance 1), then scale and shift
+    GELU              the smooth non-linearity of the feed-forward network
+    FeedForward       emb_dim -> 4 * emb_dim -> GELU -> emb_dim, the same for every position
+    TransformerBlock  attention and feed-forward, each behind a LayerNorm and a shortcut
+    GPTModel          embeddings -> n_layers blocks -> final LayerNorm -> output head
+    DummyGPTModel     the same skeleton with blocks and norm that do nothing (notebook 03)
 
 Order of construction matters for reproducibility: PyTorch's default initialisation draws from one
 random stream, so building the modules in the series' order (token embedding, position embedding,
@@ -32,88 +21,6 @@ import torch.nn as nn
 from .attention import MultiHeadAttention
 from .config import validate_config
 
-
-def check_token_ids(idx, vocab_size, context_length=None):
-    """Check ``idx`` is an integer tensor of shape (batch, num_tokens) holding ids in [0, vocab_size).
-
-    Cheap (one min and one max), and it turns PyTorch's "index out of range in self" into a message
-    that names the offending value and the limit.
-    """
-    if not isinstance(idx, torch.Tensor):
-        raise TypeError(f"token ids must be a torch.Tensor of shape (batch, num_tokens), got {type(idx).__name__}")
-    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise TypeError(f"token ids must be an integer tensor (torch.long), got dtype {idx.dtype}")
-    if idx.dim() != 2:
-        hint = "; add a batch dimension with idx.unsqueeze(0)" if idx.dim() == 1 else ""
-        raise ValueError(f"token ids must have shape (batch, num_tokens), got shape {tuple(idx.shape)}{hint}")
-    if idx.shape[1] == 0:
-        raise ValueError("token ids are empty: need at least one token per sequence")
-    if context_length is not None and idx.shape[1] > context_length:
-        raise ValueError(
-            f"sequence of {idx.shape[1]} tokens is longer than context_length={context_length}; "
-            f"crop it, e.g. idx[:, -{context_length}:]"
-        )
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= vocab_size:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
-
-
-class _GPTBase(nn.Module):
-    """Embeddings, blocks, final norm and output head, wired as in GPT-2; subclasses choose the blocks."""
-
-    def __init__(self, cfg, block, norm):
-        super().__init__()
-        self.cfg = dict(validate_config(cfg))
-        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
-        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
-        self.drop_emb = nn.Dropout(cfg["drop_rate"])
-        self.trf_blocks = nn.Sequential(*[block(cfg) for _ in range(cfg["n_layers"])])
-        self.final_norm = norm(cfg["emb_dim"])
-        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
-
-    def forward(self, in_idx):
-        """``in_idx`` (batch, num_tokens) of token ids -> logits (batch, num_tokens, vocab_size)."""
-        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"])
-        _, seq_len = in_idx.shape
-        tok_embeds = self.tok_emb(in_idx)  # (b, t, d)
-        pos_embeds = self.pos_emb(torch.arange(seq_len, device=in_idx.device))  # (t, d), broadcast over b
-        x = self.drop_emb(tok_embeds + pos_embeds)
-        x = self.trf_blocks(x)
-        x = self.final_norm(x)
-        return self.out_head(x)  # (b, t, vocab_size)
-
-
-# --- the placeholder model ------------------------------------------------------------------------
-
-class DummyTransformerBlock(nn.Module):
-    """Placeholder block: returns its input unchanged. ``(b, t, d) -> (b, t, d)``."""
-
-    def __init__(self, cfg):
-        super().__init__()
-
-    def forward(self, x):
-        return x
-
-
-class DummyLayerNorm(nn.Module):
-    """Placeholder norm with LayerNorm's signature: returns its input unchanged."""
-
-    def __init__(self, normalized_shape, eps=1e-5):
-        super().__init__()
-
-    def forward(self, x):
-        return x
-
-
-class DummyGPTModel(_GPTBase):
-    """The GPT skeleton with placeholder blocks and norm: real embeddings and output head only."""
-
-    def __init__(self, cfg):
-        super().__init__(cfg, DummyTransformerBlock, DummyLayerNorm)
-
-
-# --- the real pieces --------------------------------------------------------------------------------
 
 class LayerNorm(nn.Module):
     """Normalise each vector over its last dimension to mean 0 and variance 1, then scale and shift.
@@ -165,6 +72,11 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm transformer block: attention and feed-forward, each with a shortcut. ``(b, t, d) -> (b, t, d)``.
 
+    "Pre-LayerNorm" as in GPT-2: normalise, transform, add the result back to the block's input::
+
+        x = x + dropout(attention(norm1(x)))     # tokens exchange information
+        x = x + dropout(feed_forward(norm2(x)))  # each token is transformed on its own
+
     The shortcuts (``x + f(x)``) give gradients a path around every block, which is what lets a deep
     stack of blocks train at all.
     """
@@ -190,11 +102,19 @@ class TransformerBlock(nn.Module):
         return x
 
 
-class GPTModel(_GPTBase):
+class GPTModel(nn.Module):
     """GPT-2: embeddings, ``n_layers`` transformer blocks, final LayerNorm, output head.
 
     ``(batch, num_tokens)`` token ids -> ``(batch, num_tokens, vocab_size)`` logits: at each position,
-    an unnormalised score for every possible next token.
+    an unnormalised score for every possible next token. Data flows like this (``b`` = batch,
+    ``t`` = tokens, ``d`` = ``emb_dim``)::
+
+        token ids                                   (b, t)
+          -> token embedding + position embedding   (b, t, d)
+          -> dropout
+          -> n_layers x TransformerBlock            (b, t, d)
+          -> final LayerNorm                        (b, t, d)
+          -> output head (linear, no bias)          (b, t, vocab_size)  = logits
 
     With ``tie_weights=True`` the output head reuses the token embedding matrix (as the original GPT-2
     does), which saves ``vocab_size * emb_dim`` parameters: 124,412,160 instead of 163,009,536 for
@@ -203,6 +123,105 @@ class GPTModel(_GPTBase):
     """
 
     def __init__(self, cfg, tie_weights=False):
-        super().__init__(cfg, TransformerBlock, LayerNorm)
+        super().__init__()
+        self.cfg = dict(validate_config(cfg))
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+        self.final_norm = LayerNorm(cfg["emb_dim"])
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
         if tie_weights:
             self.out_head.weight = self.tok_emb.weight
+
+    def forward(self, in_idx):
+        """``in_idx`` (batch, num_tokens) of token ids -> logits (batch, num_tokens, vocab_size)."""
+        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"])
+        _, seq_len = in_idx.shape
+        # Token t gets the vector of its id plus the vector of its position: without the second,
+        # the model could not tell "dog bites man" from "man bites dog" at the first layer.
+        tok_embeds = self.tok_emb(in_idx)  # (b, t, d)
+        pos_embeds = self.pos_emb(torch.arange(seq_len, device=in_idx.device))  # (t, d), broadcast over b
+        x = self.drop_emb(tok_embeds + pos_embeds)  # (b, t, d)
+        x = self.trf_blocks(x)  # (b, t, d): each block mixes information across positions, then within
+        x = self.final_norm(x)  # (b, t, d)
+        return self.out_head(x)  # (b, t, vocab_size): a score for every possible next token
+
+
+# --- the placeholder model ------------------------------------------------------------------------
+# Written out in full rather than derived from GPTModel: it is the skeleton notebook 03 builds before
+# the real pieces exist, and reading it next to GPTModel shows exactly what the pieces add.
+
+class DummyGPTModel(nn.Module):
+    """The GPT skeleton with placeholder blocks and norm: real embeddings and output head only.
+
+    ``(batch, num_tokens)`` token ids -> ``(batch, num_tokens, vocab_size)`` logits, like ``GPTModel``.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = dict(validate_config(cfg))
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
+        self.trf_blocks = nn.Sequential(*[DummyTransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+        self.final_norm = DummyLayerNorm(cfg["emb_dim"])
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+
+    def forward(self, in_idx):
+        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"])
+        _, seq_len = in_idx.shape
+        tok_embeds = self.tok_emb(in_idx)  # (b, t, d)
+        pos_embeds = self.pos_emb(torch.arange(seq_len, device=in_idx.device))  # (t, d)
+        x = self.drop_emb(tok_embeds + pos_embeds)
+        x = self.trf_blocks(x)  # placeholder blocks: x unchanged
+        x = self.final_norm(x)  # placeholder norm: x unchanged
+        return self.out_head(x)  # (b, t, vocab_size)
+
+
+class DummyTransformerBlock(nn.Module):
+    """Placeholder block: returns its input unchanged. ``(b, t, d) -> (b, t, d)``."""
+
+    def __init__(self, cfg):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class DummyLayerNorm(nn.Module):
+    """Placeholder norm with LayerNorm's signature: returns its input unchanged."""
+
+    def __init__(self, normalized_shape, eps=1e-5):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def check_token_ids(idx, vocab_size, context_length=None):
+    """Check ``idx`` is an integer tensor of shape (batch, num_tokens) holding ids in [0, vocab_size).
+
+    Cheap (one min and one max), and it turns PyTorch's "index out of range in self" into a message
+    that names the offending value and the limit.
+    """
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(f"token ids must be a torch.Tensor of shape (batch, num_tokens), got {type(idx).__name__}")
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise TypeError(f"token ids must be an integer tensor (torch.long), got dtype {idx.dtype}")
+    if idx.dim() != 2:
+        hint = "; add a batch dimension with idx.unsqueeze(0)" if idx.dim() == 1 else ""
+        raise ValueError(f"token ids must have shape (batch, num_tokens), got shape {tuple(idx.shape)}{hint}")
+    if idx.shape[1] == 0:
+        raise ValueError("token ids are empty: need at least one token per sequence")
+    if context_length is not None and idx.shape[1] > context_length:
+        raise ValueError(
+            f"sequence of {idx.shape[1]} tokens is longer than context_length={context_length}; "
+            f"crop it, e.g. idx[:, -{context_length}:]"
+        )
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")

@@ -5,7 +5,7 @@ import os
 # building the cache here, in the test process, before any notebook kernel starts, avoids that.
 import matplotlib.font_manager  # noqa: F401
 
-# Interactive widgets (gpt_from_scratch.widgets) draw their static view in the kernels nbval starts
+# Interactive widgets (gpt_from_scratch.classroom.widgets) draw their static view in the kernels nbval starts
 # (they inherit this environment), as they did when tools/notebooks.py stored the outputs. Widget
 # state is not part of a stored notebook, so the static figure is what a reader of the file sees.
 os.environ["GPT_FROM_SCRATCH_STATIC"] = "1"

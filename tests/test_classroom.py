@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from gpt_from_scratch.classroom import (format_report, grade_notebook, make_student_version, strip_solution,
+from gpt_from_scratch.classroom.grading import (format_report, grade_notebook, make_student_version, strip_solution,
                                         tag_exercises, write_student_versions)
 from gpt_from_scratch.cli import main
 
@@ -31,7 +31,7 @@ LEAKY = SOFTMAX.replace("mask = causal_mask(scores.shape[-1])",
 
 def build(path, softmax=SOFTMAX, stuck=False):
     cells = [new_markdown_cell("# Test lesson"),
-             new_code_cell("from gpt_from_scratch.exercises import check_num_windows, check_causal_softmax"),
+             new_code_cell("from gpt_from_scratch.classroom.exercises import check_num_windows, check_causal_softmax"),
              new_code_cell(WINDOWS), new_code_cell("check_num_windows(num_windows)")]
     if stuck:
         cells.append(new_code_cell("while True:\n    pass"))

@@ -106,7 +106,7 @@ def test_doctor_reports_one_line_per_check(capsys):
 
 
 def test_doctor_says_what_to_fix_and_fails(monkeypatch, capsys):
-    from gpt_from_scratch import doctor
+    from gpt_from_scratch.classroom import doctor
 
     real = __import__("importlib").import_module
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from gpt_from_scratch import GPTModel, MultiHeadAttention, causal_mask
-from gpt_from_scratch import exercises as ex
-from gpt_from_scratch.exercises import ExerciseFailure
+from gpt_from_scratch.classroom import exercises as ex
+from gpt_from_scratch.classroom.exercises import ExerciseFailure
 
 
 def fails(checker, answer, message):

@@ -126,5 +126,5 @@ def test_notebook_ends_with_a_recap_and_exercises(path):
     for i in solutions:
         check = sources[i + 1] if i + 1 < len(sources) else ""
         assert re.search(r"^\s*(print\()?check_\w+\(", check, re.M), \
-            f"the cell after solution {sources[i][:40]!r} must call a checker from gpt_from_scratch.exercises"
+            f"the cell after solution {sources[i][:40]!r} must call a checker from gpt_from_scratch.classroom.exercises"
         assert cells[i]["metadata"]["nbgrader"]["solution"] and cells[i + 1]["metadata"]["nbgrader"]["grade"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gpt_from_scratch.classroom import BEGIN, END, grade_notebook, write_student_versions
+from gpt_from_scratch.classroom.grading import BEGIN, END, grade_notebook, write_student_versions
 
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "02_causal_multihead_attention.ipynb"
 

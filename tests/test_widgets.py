@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gpt_from_scratch import AttentionExplorer, GenerationPlayground, GPTModel, generate, get_tokenizer
-from gpt_from_scratch import widgets as wmod
+from gpt_from_scratch.classroom import widgets as wmod
 
 CFG = {"vocab_size": 50257, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 3, "drop_rate": 0.1,
        "qkv_bias": False}

@@ -78,8 +78,8 @@ def setup_source():
 
 def sync_notebook(nb):
     """Put the standard setup cell first among the code cells and write the exercises' nbgrader
-    metadata (gpt_from_scratch.classroom.tag_exercises); True if anything changed."""
-    from gpt_from_scratch.classroom import tag_exercises
+    metadata (gpt_from_scratch.classroom.grading.tag_exercises); True if anything changed."""
+    from gpt_from_scratch.classroom.grading import tag_exercises
 
     before = nbformat.writes(nb)
     setup = next((cell for cell in nb.cells if cell.cell_type == "code"), None)

@@ -42,7 +42,7 @@ def _check_torch():
 
 def _check_tokenizer():
     try:
-        from .tokenizer import get_tokenizer
+        from ..tokenizer import get_tokenizer
 
         ids = get_tokenizer().encode("Hello, I am")
     except Exception as err:

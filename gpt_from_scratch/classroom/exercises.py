@@ -16,10 +16,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .attention import MultiHeadAttention, MultiHeadAttentionWrapper, causal_mask
-from .data import GPTDatasetV1
-from .generate import generate_text_simple
-from .model import DummyGPTModel, GPTModel, LayerNorm
+from ..attention import MultiHeadAttention, MultiHeadAttentionWrapper, causal_mask
+from ..data import GPTDatasetV1
+from ..generate import generate_text_simple
+from ..model import DummyGPTModel, GPTModel, LayerNorm
 
 
 class ExerciseFailure(Exception):

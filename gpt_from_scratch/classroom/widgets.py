@@ -16,7 +16,7 @@ import sys
 import matplotlib.pyplot as plt
 import torch
 
-from .generate import generate, text_to_token_ids, token_ids_to_text, top_k_filter
+from ..generate import generate, text_to_token_ids, token_ids_to_text, top_k_filter
 
 
 def widgets_supported():

@@ -4,7 +4,7 @@ The instructor notebooks are the source of truth. In them, an exercise is two co
 
 - a *solution* cell whose answer sits between the lines ``### BEGIN SOLUTION`` and ``### END SOLUTION``
   (nbgrader's markers; an nbgrader user can take the notebooks as they are);
-- a *check* cell that calls a checker from ``gpt_from_scratch.exercises``, e.g.
+- a *check* cell that calls a checker from ``gpt_from_scratch.classroom.exercises``, e.g.
   ``check_causal_softmax(causal_softmax)``; it passes if it runs without an error.
 
 ``tag_exercises`` writes nbgrader's cell metadata from these two rules. ``make_student_version``
