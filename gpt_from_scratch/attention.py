@@ -28,6 +28,8 @@ output whose gradients are almost zero.
 import torch
 import torch.nn as nn
 
+from .checks import positive_int
+
 
 def _check_tokens_input(x, d_in, context_length):
     """Check ``x`` is a float tensor of shape (batch, num_tokens, d_in) with num_tokens <= context_length."""
@@ -43,8 +45,7 @@ def _check_tokens_input(x, d_in, context_length):
 
 
 def _check_heads(d_out, num_heads, divisible=True):
-    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
-        raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+    positive_int("num_heads", num_heads)
     if divisible and d_out % num_heads != 0:
         raise ValueError(f"d_out = {d_out} must be divisible by num_heads = {num_heads}")
 
@@ -201,10 +202,6 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_out, d_out)  # mixes the heads' outputs
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("mask", causal_mask(context_length))  # saved, as in CausalAttention
-        # Set keep_attn_weights = True to keep the last forward's weights in .attn_weights
-        # (batch, num_heads, num_tokens, num_tokens), e.g. to draw them; off, it costs nothing.
-        self.keep_attn_weights = False
-        self.attn_weights = None
 
     def forward(self, x):
         _check_tokens_input(x, self.d_in, self.context_length)
@@ -221,8 +218,8 @@ class MultiHeadAttention(nn.Module):
         attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, num_tokens)
         attn_scores = attn_scores.masked_fill(self.mask[:num_tokens, :num_tokens], -torch.inf)
         attn_weights = torch.softmax(attn_scores / self.head_dim ** 0.5, dim=-1)
-        if self.keep_attn_weights:
-            self.attn_weights = attn_weights.detach()
+        # (The attention explorer reads the weights with a forward hook on self.dropout, their one
+        # way out of this function, so this class needs no switch for it.)
         attn_weights = self.dropout(attn_weights)
 
         context = attn_weights @ values  # (b, num_heads, num_tokens, head_dim)

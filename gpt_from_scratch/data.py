@@ -11,6 +11,7 @@ import tiktoken
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .checks import non_negative_int, positive_int
 from .tokenizer import ASSETS, END_OF_TEXT, get_tokenizer
 
 SAMPLE_TEXT_FILE = ASSETS / "corpus.txt"
@@ -19,13 +20,6 @@ SAMPLE_TEXT_FILE = ASSETS / "corpus.txt"
 def load_sample_text():
     """The short story shipped with the package (written for this project; see assets/README.md)."""
     return SAMPLE_TEXT_FILE.read_text(encoding="utf-8")
-
-
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive integer, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
 
 
 def _encode(tokenizer, text):
@@ -46,8 +40,8 @@ class GPTDatasetV1(Dataset):
     def __init__(self, txt, tokenizer, max_length, stride):
         if not isinstance(txt, str):
             raise TypeError(f"txt must be a str, got {type(txt).__name__}")
-        _positive_int("max_length", max_length)
-        _positive_int("stride", stride)
+        positive_int("max_length", max_length)
+        positive_int("stride", stride)
         token_ids = _encode(tokenizer, txt)
         if len(token_ids) < max_length + 1:
             raise ValueError(
@@ -78,9 +72,8 @@ def create_dataloader(txt, batch_size=4, max_length=256, stride=128, shuffle=Tru
     ``torch.Generator`` (``loader.generator``) instead of the global random state, so the order of
     batches is reproducible and independent of everything else that draws random numbers.
     """
-    _positive_int("batch_size", batch_size)
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    positive_int("batch_size", batch_size)
+    non_negative_int("num_workers", num_workers)
     dataset = GPTDatasetV1(txt, tokenizer or get_tokenizer(), max_length, stride)
     if drop_last and len(dataset) < batch_size:
         raise ValueError(

@@ -16,13 +16,25 @@ logits before a token is drawn:
 
 import torch
 
+from . import checks
 from .model import check_token_ids
 from .tokenizer import END_OF_TEXT
 
 
-def _vocab_size(model):
+def _check_generation_args(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None):
+    """The checks ``generate_text_simple`` and ``generate`` share, done once per call; returns the
+    vocabulary size (or the largest id a long tensor holds, for a model without a ``cfg``)."""
+    checks.non_negative_int("max_new_tokens", max_new_tokens)
+    checks.positive_int("context_size", context_size)
+    checks.number("temperature", temperature, low=0, what="0 = greedy")
     cfg = getattr(model, "cfg", None)
-    return cfg["vocab_size"] if isinstance(cfg, dict) and "vocab_size" in cfg else None
+    vocab_size = cfg["vocab_size"] if isinstance(cfg, dict) and "vocab_size" in cfg else torch.iinfo(torch.long).max
+    if top_k is not None:
+        checks.int_in_range("top_k", top_k, 1, vocab_size, "the vocabulary size")
+    if eos_id is not None:
+        checks.int_in_range("eos_id", eos_id, 0, vocab_size - 1, "a token id")
+    check_token_ids(idx, vocab_size)
+    return vocab_size
 
 
 def generate_text_simple(model, idx, max_new_tokens, context_size):
@@ -32,12 +44,7 @@ def generate_text_simple(model, idx, max_new_tokens, context_size):
     max_new_tokens)``: the prompt followed by the new tokens. Runs under ``torch.no_grad()``; put the
     model in ``eval()`` mode first, or dropout makes the result random.
     """
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not isinstance(context_size, int) or isinstance(context_size, bool) or context_size < 1:
-        raise ValueError(f"context_size must be a positive integer, got {context_size!r}")
-    vocab_size = _vocab_size(model)
-    check_token_ids(idx, vocab_size if vocab_size is not None else torch.iinfo(torch.long).max)
+    _check_generation_args(model, idx, max_new_tokens, context_size)
 
     for _ in range(max_new_tokens):
         idx_cond = idx[:, -context_size:]  # (batch, <= context_size): what the model can see
@@ -81,19 +88,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     (as in the series). In a batch, a sequence that has finished is padded with ``eos_id`` until every
     sequence has finished.
     """
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not isinstance(context_size, int) or isinstance(context_size, bool) or context_size < 1:
-        raise ValueError(f"context_size must be a positive integer, got {context_size!r}")
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-    vocab_size = _vocab_size(model)
-    limit = vocab_size if vocab_size is not None else torch.iinfo(torch.long).max
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= limit):
-        raise ValueError(f"top_k must be an integer in [1, {limit}] (the vocabulary size), got {top_k!r}")
-    if eos_id is not None and (not isinstance(eos_id, int) or isinstance(eos_id, bool) or not 0 <= eos_id < limit):
-        raise ValueError(f"eos_id must be a token id in [0, {limit}), got {eos_id!r}")
-    check_token_ids(idx, limit)
+    _check_generation_args(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id)
     rng = _rng(seed)
 
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)

@@ -83,7 +83,7 @@ def test_eos_in_a_batch_pads_finished_sequences(model):
     ({"temperature": float("nan")}, "temperature must be a number >= 0"),
     ({"top_k": 0}, r"top_k must be an integer in \[1, 50\] \(the vocabulary size\), got 0"),
     ({"top_k": 51}, r"top_k must be an integer in \[1, 50\].*got 51"),
-    ({"eos_id": 50}, r"eos_id must be a token id in \[0, 50\), got 50"),
+    ({"eos_id": 50}, r"eos_id must be an integer in \[0, 49\] \(a token id\), got 50"),
     ({"max_new_tokens": -3}, "max_new_tokens must be a non-negative integer, got -3"),
 ])
 def test_bad_sampling_arguments(model, kwargs, msg):

@@ -80,21 +80,34 @@ class AttentionExplorer:
 
     @classmethod
     def from_model(cls, model, tokenizer, prompt):
-        """Run ``model`` (a ``GPTModel``) once on ``prompt`` and keep each layer's attention weights."""
+        """Run ``model`` (a ``GPTModel``) once on ``prompt`` and keep each layer's attention weights.
+
+        The weights are read with PyTorch forward hooks on each attention module's dropout, which
+        receives exactly the softmax output ``(batch, num_heads, T, T)``; in eval mode dropout passes
+        it on unchanged. The hooks are removed afterwards, so the model is left as it was.
+        """
         idx = text_to_token_ids(prompt, tokenizer)
-        atts = [block.att for block in model.trf_blocks]
+        captured = []
+
+        def keep(module, inputs, output):
+            captured.append(inputs[0][0].detach())  # the first (only) sequence: (num_heads, T, T)
+
+        handles = [block.att.dropout.register_forward_hook(keep) for block in model.trf_blocks]
         was_training = model.training
         model.eval()
-        for att in atts:
-            att.keep_attn_weights = True
         try:
             with torch.no_grad():
                 model(idx)
         finally:
-            for att in atts:
-                att.keep_attn_weights = False
+            for handle in handles:
+                handle.remove()
             model.train(was_training)
-        weights = [att.attn_weights[0] for att in atts]  # (num_heads, T, T) each
+        if len(captured) != len(model.trf_blocks):
+            raise RuntimeError(
+                f"captured attention weights from {len(captured)} of {len(model.trf_blocks)} layers: the explorer "
+                "needs the explicit softmax path of MultiHeadAttention"
+            )
+        weights = captured  # (num_heads, T, T) per layer
         return cls(weights, _token_labels(tokenizer, idx[0].tolist()))
 
     @property
