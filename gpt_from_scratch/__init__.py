@@ -7,7 +7,8 @@ Read the modules in the order data flows through a GPT::
     attention  tokens looking at tokens      (SelfAttention_v1 ... MultiHeadAttention)
     model      ids -> logits                 (DummyGPTModel, LayerNorm, GELU, ..., GPTModel)
     generate   logits -> next token -> text  (generate_text_simple, generate, text_to_token_ids, ...)
-    train      loss and training loop        (calc_loss_batch, train_model, ...)
+    train      the loss and the simple loop  (calc_loss_batch, train_model_simple, ...)
+    trainer    the full training loop        (train_model: schedule, clipping, resuming)
     checkpoint save and resume a run         (save_checkpoint, load_checkpoint)
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
@@ -60,16 +61,16 @@ from .tokenizer import (
     split_text,
 )
 from .train import (
-    History,
     calc_loss_batch,
     calc_loss_loader,
     evaluate_model,
+    generate_and_print_sample,
     generate_sample,
-    lr_at_step,
     perplexity,
-    train_model,
+    plot_losses,
     train_model_simple,
 )
+from .trainer import History, lr_at_step, train_model
 from .weights import load_hf_gpt2_weights
 
 __version__ = "0.1.0"
@@ -82,8 +83,9 @@ __all__ = [
     "GPTDatasetV1", "create_dataloader", "create_dataloader_v1", "load_sample_text",
     "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter",
     "load_checkpoint", "read_checkpoint", "save_checkpoint",
-    "History", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_sample", "lr_at_step",
-    "perplexity", "train_model", "train_model_simple",
+    "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample", "generate_sample",
+    "perplexity", "plot_losses", "train_model_simple",
+    "History", "lr_at_step", "train_model",
     "GELU", "DummyGPTModel", "DummyLayerNorm", "DummyTransformerBlock", "FeedForward", "GPTModel",
     "LayerNorm", "TransformerBlock", "check_token_ids",
     "END_OF_TEXT", "UNKNOWN", "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "get_tokenizer",

@@ -14,7 +14,7 @@ import torch
 
 from .config import validate_config
 from .model import GPTModel
-from .train import History
+from .trainer import History
 
 FORMAT = "gpt_from_scratch.checkpoint/1"
 

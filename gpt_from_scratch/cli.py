@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
+from . import checks
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY
 from .data import SAMPLE_TEXT_FILE, create_dataloader
 from .generate import generate, text_to_token_ids, token_ids_to_text
 from .model import GPTModel
 from .tokenizer import get_tokenizer
-from .train import train_model
+from .trainer import train_model
 
 MODELS = {"tiny": GPT_CONFIG_TINY, "124M": GPT_CONFIG_124M, "355M": GPT_CONFIG_355M, "774M": GPT_CONFIG_774M,
           "1558M": GPT_CONFIG_1558M}
@@ -37,31 +38,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _argument(parse, check):
+    """An argparse type: ``parse`` the text, then ``check`` it with one of ``checks``' functions, so
+    the command line and the Python API refuse the same values with the same words."""
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if parse is int else 'a number'}, got {text!r}") from None
+        try:
+            return check("value", value)
+        except (TypeError, ValueError) as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
+    return convert
 
 
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+_positive_int = _argument(int, checks.positive_int)
+_non_negative_int = _argument(int, checks.non_negative_int)
+_non_negative_float = _argument(float, lambda name, v: checks.number(name, v, low=0))
+_positive_float = _argument(float, lambda name, v: checks.number(name, v, low=0, low_open=True))
+_fraction = _argument(float, lambda name, v: checks.number(name, v, low=0, high=1, low_open=True, high_open=True))
 
 
 def _read_corpus(path):
@@ -94,11 +90,11 @@ def build_parser():
     t.add_argument("--batch-size", type=_positive_int, default=8)
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate of AdamW (default 1e-3)")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.1)
-    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--warmup-steps", type=_non_negative_int, default=0)
     t.add_argument("--cosine", action="store_true", help="cosine learning-rate decay after warmup")
     t.add_argument("--grad-clip", type=_positive_float, help="clip the gradient norm to this value")
     t.add_argument("--eval-every", type=_positive_int, default=10, help="evaluate every N steps (default 10)")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default 0.1)")
+    t.add_argument("--val-fraction", type=_fraction, default=0.1, help="share of the text held out (default 0.1)")
     t.add_argument("--prompt", default="The clock", help="start of the sample printed after each epoch")
     t.add_argument("--seed", type=int, default=123)
     t.add_argument("--out", default="checkpoints/model.pt", help="checkpoint path (default checkpoints/model.pt)")
@@ -126,8 +122,18 @@ def build_parser():
     return parser
 
 
+def _grading():
+    """The grading module, or a one-line error saying which extra installs what it needs."""
+    try:
+        from .classroom import grading
+    except ImportError as err:
+        raise UserError(f"this command needs {err.name}, from the classroom extra: pip install -e \".[classroom]\" "
+                        "in a clone of the repository") from None
+    return grading
+
+
 def cmd_student(args, out=print):
-    from .classroom.grading import write_student_versions
+    write_student_versions = _grading().write_student_versions
 
     for path in write_student_versions(args.src_dir, args.out_dir):
         out(f"wrote {path}")
@@ -136,7 +142,8 @@ def cmd_student(args, out=print):
 def cmd_grade(args, out=print):
     import json
 
-    from .classroom.grading import format_report, grade_notebook
+    grading = _grading()
+    format_report, grade_notebook = grading.format_report, grading.grade_notebook
 
     results = []
     for nb in args.notebooks:
@@ -159,10 +166,6 @@ def cmd_doctor(args, out=print):
 
 def cmd_train(args, out=print):
     text = _read_corpus(args.corpus)
-    if not 0 < args.val_fraction < 1:
-        raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
-    if args.warmup_steps < 0:
-        raise UserError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     torch.manual_seed(args.seed)
     history = None
     if args.resume:

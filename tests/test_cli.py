@@ -53,7 +53,13 @@ def test_resume_continues_the_step_count(trained, tmp_path):
     (["train", "--max-steps", "0"], 2, "argument --max-steps: must be a positive integer, got 0"),
     (["train", "--epochs", "-2"], 2, "argument --epochs: must be a positive integer, got -2"),
     (["generate", "--checkpoint", "x.pt", "--prompt", "Hi", "--temperature", "-1"], 2,
-     "argument --temperature: must be >= 0, got -1"),
+     "argument --temperature: must be a number >= 0, got -1.0"),
+    (["generate", "--checkpoint", "x.pt", "--prompt", "Hi", "--temperature", "hot"], 2,
+     "argument --temperature: must be a number, got 'hot'"),
+    (["train", "--batch-size", "two"], 2, "argument --batch-size: must be an integer, got 'two'"),
+    (["train", "--val-fraction", "1.5"], 2, "argument --val-fraction: must be a number in (0, 1), got 1.5"),
+    (["train", "--warmup-steps", "-1"], 2, "argument --warmup-steps: must be a non-negative integer, got -1"),
+    (["train", "--grad-clip", "0"], 2, "argument --grad-clip: must be a number > 0, got 0.0"),
 ])
 def test_errors_are_one_line_without_traceback(args, code, message, capsys):
     try:
@@ -120,3 +126,15 @@ def test_doctor_says_what_to_fix_and_fails(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "FIX  matplotlib matplotlib missing (figures): pip install" in out
     assert out.strip().endswith("some things need fixing (lines marked FIX)")
+
+
+@pytest.mark.parametrize("command", [["grade", "x.ipynb"], ["student", "src", "out"]])
+def test_grading_commands_name_the_extra_when_nbformat_is_missing(command, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nbformat", None)  # makes `import nbformat` raise ImportError
+    monkeypatch.delitem(sys.modules, "gpt_from_scratch.classroom.grading", raising=False)
+    assert main(command) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gpt-from-scratch {command[0]}: error: this command needs nbformat, from the classroom extra: "
+                   'pip install -e ".[classroom]" in a clone of the repository')

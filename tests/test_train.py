@@ -139,7 +139,7 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(loaders, tmp_pat
     ({"num_epochs": 0}, "num_epochs must be a positive integer, got 0"),
     ({"eval_freq": -1}, "eval_freq must be a positive integer, got -1"),
     ({"max_steps": 0}, "max_steps must be a positive integer, got 0"),
-    ({"grad_clip": 0}, "grad_clip must be a positive number"),
+    ({"grad_clip": 0}, "grad_clip must be a number > 0, got 0"),
     ({"start_context": "Hi"}, "start_context needs a tokenizer"),
 ])
 def test_bad_training_arguments(loaders, kwargs, msg):

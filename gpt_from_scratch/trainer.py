@@ -1,0 +1,146 @@
+"""The full training loop: ``train_model``, for runs longer than a notebook cell.
+
+Nothing here is specific to GPT: it trains any model whose loss ``calc_loss_batch`` computes. The loop
+at its heart is ``train.train_model_simple``'s (zero the gradients, forward, loss, backward, step,
+evaluate every ``eval_freq`` steps, a sample at the end of each epoch). Around it, ``train_model``
+adds what a real run needs:
+
+- a learning-rate schedule (linear warmup, then constant or a cosine decay: :func:`lr_at_step`);
+- gradient clipping;
+- ``max_steps``, a progress bar, and a :class:`History` of everything it measured;
+- exact resuming: with ``seed`` the data order is a function of the epoch, evaluation draws no
+  random numbers, and a checkpoint (``checkpoint.py``) stores the model, the optimizer, the history
+  and the random state, so a resumed run continues exactly like an uninterrupted one.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .checks import number, positive_int
+from .train import calc_loss_batch, evaluate_model, generate_sample
+
+
+def lr_at_step(step, peak_lr, total_steps, warmup_steps=0, min_lr=0.0, cosine=False):
+    """Learning rate at ``step``: linear warmup from ``min_lr`` to ``peak_lr`` over ``warmup_steps``,
+    then constant, or with ``cosine=True`` a half-cosine decay from ``peak_lr`` to ``min_lr`` at
+    ``total_steps``. Warmup avoids large, noisy updates while the model's gradients are still wild; the
+    decay lets it settle at the end."""
+    if step < warmup_steps:
+        return min_lr + (peak_lr - min_lr) * (step + 1) / warmup_steps
+    if not cosine:
+        return peak_lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class History:
+    """What ``train_model`` records: at each evaluation, the step, the tokens seen so far and both losses."""
+
+    steps: list = field(default_factory=list)
+    tokens_seen: list = field(default_factory=list)
+    train_losses: list = field(default_factory=list)
+    val_losses: list = field(default_factory=list)
+    learning_rates: list = field(default_factory=list)  # one per optimizer step
+    samples: list = field(default_factory=list)  # one per epoch
+    total_tokens: int = 0  # tokens trained on so far
+    step: int = 0  # optimizer steps taken so far
+
+
+def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_epochs=1, eval_freq=5,
+                eval_iter=5, start_context=None, tokenizer=None, *, max_steps=None, grad_clip=None,
+                warmup_steps=0, cosine_decay=False, min_lr=0.0, seed=None, history=None,
+                progress=True, print_fn=print, log_evals=False, sample_tokens=50):
+    """Train ``model`` and return a :class:`History` of its losses.
+
+    The loop runs ``num_epochs`` passes over ``train_loader`` (or stops after ``max_steps`` optimizer
+    steps in all). Every ``eval_freq`` steps it records the mean loss over ``eval_iter`` training and
+    validation batches; at the end of each epoch it prints a greedy sample continuing
+    ``start_context`` (if given, with ``tokenizer``).
+
+    Unlike ``train_model_simple``, it evaluates after steps ``eval_freq``, ``2 * eval_freq``, ...
+    (counting steps from 1), so ``history.steps`` holds the number of steps taken at each evaluation.
+
+    Off by default: ``grad_clip`` (max gradient norm), ``warmup_steps`` and ``cosine_decay`` (the
+    optimizer's ``lr`` is the peak; see :func:`lr_at_step`).
+
+    Reproducible and resumable: with ``seed``, the loader's shuffling is re-seeded with ``seed +
+    epoch`` at the start of each epoch (the loader needs its own ``generator``, as
+    ``create_dataloader(..., seed=...)`` gives it). To resume, load a checkpoint's model, optimizer
+    and random state and pass its ``history``: training continues at ``history.step`` (the batches
+    before it are skipped) and the losses continue as in an uninterrupted run.
+
+    ``progress`` shows a tqdm bar (a widget in notebooks); ``log_evals`` also prints each evaluation
+    with ``print_fn``.
+    """
+    positive_int("num_epochs", num_epochs)
+    positive_int("eval_freq", eval_freq)
+    positive_int("eval_iter", eval_iter)
+    positive_int("max_steps", max_steps, allow_none=True)
+    if grad_clip is not None:
+        number("grad_clip", grad_clip, low=0, low_open=True)
+    if start_context is not None and tokenizer is None:
+        raise ValueError("start_context needs a tokenizer to encode it")
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError("the training loader has no batches: is the text shorter than one batch of windows?")
+    if seed is not None and getattr(train_loader, "generator", None) is None and _shuffles(train_loader):
+        raise ValueError("seed needs a loader with its own torch.Generator: create_dataloader(..., seed=...)")
+
+    total_steps = steps_per_epoch * num_epochs if max_steps is None else min(max_steps, steps_per_epoch * num_epochs)
+    schedule = warmup_steps > 0 or cosine_decay
+    for group in optimizer.param_groups:
+        # The peak learning rate, kept in the optimizer's state so a resumed run schedules the same.
+        group.setdefault("initial_lr", group["lr"])
+    history = history if history is not None else History()
+    start_step = step = history.step
+    bar = tqdm(total=total_steps, initial=start_step, desc="training", disable=not progress)
+
+    model.train()
+    for epoch in range(start_step // steps_per_epoch, num_epochs):
+        if seed is not None and getattr(train_loader, "generator", None) is not None:
+            train_loader.generator.manual_seed(seed + epoch)
+        for i, (inputs, targets) in enumerate(train_loader):
+            if epoch * steps_per_epoch + i < start_step:
+                continue  # already trained on before the checkpoint
+            if step >= total_steps:
+                break
+            if schedule:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at_step(step, group["initial_lr"], total_steps, warmup_steps, min_lr,
+                                             cosine_decay)
+            optimizer.zero_grad()
+            loss = calc_loss_batch(inputs, targets, model, device)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            history.learning_rates.append(optimizer.param_groups[0]["lr"])
+            history.total_tokens += inputs.numel()
+            step = history.step = step + 1
+            bar.update(1)
+
+            if step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                history.steps.append(step)
+                history.tokens_seen.append(history.total_tokens)
+                history.train_losses.append(train_loss)
+                history.val_losses.append(val_loss)
+                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+                if log_evals:
+                    print_fn(f"step {step}: train loss {train_loss:.3f}, val loss {val_loss:.3f}")
+        if start_context is not None and (step % steps_per_epoch == 0 or step >= total_steps):
+            sample = generate_sample(model, tokenizer, start_context, sample_tokens, device)
+            history.samples.append(sample)
+            print_fn(f"epoch {epoch + 1}, step {step}: {sample}")
+        if step >= total_steps:
+            break
+    bar.close()
+    return history
+
+
+def _shuffles(loader):
+    return isinstance(getattr(loader, "sampler", None), torch.utils.data.RandomSampler)
