@@ -715,9 +715,11 @@ def draw_training_loop(batch_size=8, context_length=32, vocab_size=50257, eval_f
 def draw_kv_cache(cfg, cached_tokens=4):
     """What the key/value cache keeps between generation steps, for one attention layer.
 
-    At each step only the new token is run through the layer: its key and value are appended to the
-    cache, its query is used once and dropped. ``cfg`` gives the sizes (and the memory the cache takes
-    per token); ``cached_tokens`` (1 to 10) is how many tokens are already in the cache.
+    At each step only the new token is run through the layer: its key and value are written into the
+    cache after the ones already there, its query is used once and dropped. The cache is drawn with room
+    for two more positions (a cache allocated once for the whole context, filled from the left; one that
+    grows with ``torch.cat`` holds the same numbers). ``cfg`` gives the sizes (and the memory the cache
+    takes per token); ``cached_tokens`` (1 to 10) is how many tokens are already in the cache.
     """
     cfg = _config(cfg)
     checks.int_in_range("cached_tokens", cached_tokens, 1, 10, "the figure draws one column per token")
@@ -732,7 +734,7 @@ def draw_kv_cache(cfg, cached_tokens=4):
     for y, name in ((y_k, "W_key"), (y_q, "W_query"), (y_v, "W_value")):
         _box(ax, 2.85, y, 1.3, 0.5, name, "weight")
         _line(ax, [(1.75, y_q), (1.95, y_q), (1.95, y), (2.2, y)])
-    cell = min(0.42, 3.2 / (n + 1))
+    cell = min(0.42, 2.75 / (n + 1))
     gx = 4.0                                          # left edge of the cache rows
     gend = gx + (n + 1) * cell
     for y, letter, name, side in ((y_k, "k", "keys", 1), (y_v, "v", "values", -1)):
@@ -743,14 +745,17 @@ def draw_kv_cache(cfg, cached_tokens=4):
                                    edgecolor=accent if new else PALETTE["tensor"]))
             if cell >= 0.33:
                 ax.text(gx + (j + 0.5) * cell, y, f"{letter}{j}", fontsize=SMALL, ha="center", va="center", zorder=3)
+        ax.add_patch(Rectangle((gend, y - 0.25), 0.45, 0.5, facecolor="white", edgecolor="#999999", lw=1.0,
+                               linestyle=(0, (3, 2)), zorder=1.5))
+        ax.text(gend + 0.225, y, "…", fontsize=SMALL, ha="center", va="center", color="#777777")
         # the new key (value) goes round the kept ones and into the last slot
         xn = gx + (n + 0.5) * cell
         _line(ax, [(3.5, y), (3.72, y), (3.72, y + side * 0.45), (xn, y + side * 0.45), (xn, y + side * 0.25)],
               color=accent)
         ax.text(gx, y + 0.6 if side > 0 else y + 0.4, f"{name} cache {_shape('b', nh, n + 1, hd)}",
                 fontsize=SMALL, family=MONO, va="bottom")
-    ax.text(gx, y_v - 0.62, f"{n} kept from earlier steps, 1 appended (torch.cat, dim=2)", fontsize=SMALL,
-            va="top", color=accent)
+    ax.text(gx, y_v - 0.62, f"{n} kept from earlier steps; the new key and value go to position {n}",
+            fontsize=SMALL, va="top", color=accent)
     _box(ax, gx + 0.35, y_q, 0.7, 0.5, "q", "tensor", edge=accent)
     _arrow(ax, (3.5, y_q), (gx, y_q))
     ax.text(gx, y_q - 0.33, f"q {_shape('b', nh, 1, hd)}: used once, not kept", fontsize=SMALL, va="top",
@@ -758,8 +763,8 @@ def draw_kv_cache(cfg, cached_tokens=4):
     ox = 8.35
     _box(ax, ox, y_q + 0.7, 2.3, 0.62, "q · keys, softmax", "op", sub=f"over all {n + 1} positions")
     _box(ax, ox, y_q - 0.7, 2.3, 0.62, "weighted sum", "op", sub=f"of all {n + 1} values")
-    _line(ax, [(gend, y_k), (ox, y_k), (ox, y_q + 1.01)])
-    _line(ax, [(gend, y_v), (ox, y_v), (ox, y_q - 1.01)])
+    _line(ax, [(gend + 0.45, y_k), (ox, y_k), (ox, y_q + 1.01)])
+    _line(ax, [(gend + 0.45, y_v), (ox, y_v), (ox, y_q - 1.01)])
     _line(ax, [(gx + 0.7, y_q), (6.85, y_q), (6.85, y_q + 0.7), (ox - 1.15, y_q + 0.7)])
     _arrow(ax, (ox, y_q + 0.39), (ox, y_q - 0.39), label=_shape("b", nh, 1, n + 1), side="left")
     ax.text(ox, y_v - 0.35, f"→ out_proj → {_shape('b', 1, d)}", fontsize=SMALL, family=MONO, ha="center",

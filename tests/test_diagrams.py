@@ -248,3 +248,18 @@ def test_importing_the_package_does_not_import_matplotlib():
     code = "import sys, gpt_from_scratch; print('matplotlib' in sys.modules, 'gpt_from_scratch.diagrams' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_the_render_script_draws_every_diagram():
+    """tools/render_diagrams.py renders docs/diagrams/: it must not forget a diagram."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "render_diagrams.py"
+    spec = importlib.util.spec_from_file_location("render_diagrams", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rendered = {function.__name__ for function, _ in module.FIGURES.values()}
+    assert rendered == {name for name in dg.__all__ if name.startswith("draw_")}
+    for name in module.FIGURES:
+        assert (path.parent.parent / "docs" / "diagrams" / f"{name}.png").exists(), name
