@@ -1,0 +1,265 @@
+"""The conceptual diagrams: each draws, shows what its arguments say, stays legible, refuses bad input."""
+
+import itertools
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+
+from gpt_from_scratch import GPT_CONFIG_124M, GPT_CONFIG_1558M, GPT_CONFIG_TINY, get_tokenizer  # noqa: E402
+from gpt_from_scratch import diagrams as dg  # noqa: E402
+
+# Every figure the notebooks show, with the arguments they use, and a few other configurations.
+CASES = {
+    "token_pipeline": (dg.draw_token_pipeline, {}),
+    "token_pipeline_long": (dg.draw_token_pipeline, {"text": "In the heart of the city stood the old library",
+                                                     "max_length": 8, "emb_dim": 768, "batch_size": 2}),
+    "attention_one_query": (dg.draw_attention_one_query, {}),
+    "attention_weights": (dg.draw_attention_one_query, {"query": 5, "weights": [0.1, 0.2, 0.3, 0.1, 0.1, 0.2]}),
+    "attention_ten_tokens": (dg.draw_attention_one_query, {"tokens": list("abcdefghij"), "query": 9}),
+    "causal_mask": (dg.draw_causal_mask, {}),
+    "causal_mask_ten": (dg.draw_causal_mask, {"tokens": [f"token{i}" for i in range(10)]}),
+    "multihead_small": (dg.draw_multihead_split, {}),
+    "multihead_124M": (dg.draw_multihead_split, {"d_out": 768, "num_heads": 12}),
+    "multihead_xl": (dg.draw_multihead_split, {"d_out": 1600, "num_heads": 25, "batch_size": 2, "num_tokens": 4}),
+    "gpt_placeholder": (dg.draw_gpt_model, {"cfg": GPT_CONFIG_124M, "placeholder": True}),
+    "gpt_124M": (dg.draw_gpt_model, {"cfg": GPT_CONFIG_124M}),
+    "gpt_1558M_sized": (dg.draw_gpt_model, {"cfg": GPT_CONFIG_1558M, "batch_size": 2, "num_tokens": 4}),
+    "gpt_one_layer": (dg.draw_gpt_model, {"cfg": {**GPT_CONFIG_TINY, "n_layers": 1}}),
+    "block_124M": (dg.draw_transformer_block, {"cfg": GPT_CONFIG_124M}),
+    "block_1558M_sized": (dg.draw_transformer_block, {"cfg": GPT_CONFIG_1558M, "batch_size": 2, "num_tokens": 4}),
+    "generation": (dg.draw_generation_loop, {}),
+    "generation_small": (dg.draw_generation_loop, {"context_size": 4, "max_new_tokens": 6}),
+    "training": (dg.draw_training_loop, {}),
+    "training_eval": (dg.draw_training_loop, {"batch_size": 128, "context_length": 1024, "eval_freq": 50}),
+    "kv_cache": (dg.draw_kv_cache, {"cfg": GPT_CONFIG_124M}),
+    "kv_cache_full": (dg.draw_kv_cache, {"cfg": GPT_CONFIG_1558M, "cached_tokens": 10}),
+    "weight_mapping": (dg.draw_gpt2_weight_mapping, {"cfg": GPT_CONFIG_124M}),
+}
+
+
+def draw(name):
+    function, kwargs = CASES[name]
+    return function(**kwargs)
+
+
+def texts(fig):
+    """Every visible string in the figure, in drawing order."""
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
+
+
+def joined(fig):
+    return "\n".join(texts(fig))
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_draws_a_legible_figure(name):
+    """A Figure whose labels all lie inside it, never overlap one another, and are at least 9.5 pt; its
+    legend names the three kinds of box."""
+    fig = draw(name)
+    assert isinstance(fig, Figure)
+    for kind in ("tensor (data)", "learned weights", "operation"):
+        assert kind in texts(fig)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    page = fig.bbox
+    boxes = []
+    for text in fig.findobj(Text):
+        if not text.get_text().strip() or not text.get_visible():
+            continue
+        assert text.get_fontsize() >= 9.5, (text.get_text(), text.get_fontsize())
+        box = text.get_window_extent(renderer)
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, f"{text.get_text()!r} sticks out sideways"
+        assert page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, f"{text.get_text()!r} sticks out at the top/bottom"
+        if text.get_rotation() % 90 == 0:  # a slanted label's box is much larger than its glyphs: skip
+            boxes.append((text.get_text(), box.shrunk(0.96, 0.9)))  # glyph boxes have some air around them
+    for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2):
+        assert not box_a.overlaps(box_b), f"{a!r} overlaps {b!r}"
+
+
+def test_the_three_kinds_have_distinct_okabe_ito_colours():
+    okabe_ito = {"#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}
+    kinds = [dg.PALETTE[k] for k in ("tensor", "weight", "op")]
+    assert len(set(kinds)) == 3 and set(kinds) <= okabe_ito
+
+
+def test_token_pipeline_shows_gpt2s_ids_and_the_shifted_target():
+    fig = dg.draw_token_pipeline("Every effort moves you forward", max_length=4, emb_dim=256, batch_size=8)
+    labels = texts(fig)
+    # The book's ids for "Every effort moves you" under GPT-2's BPE: 6109, 3626, 6100, 345.
+    ids = get_tokenizer().encode("Every effort moves you forward")
+    assert ids[:4] == [6109, 3626, 6100, 345]
+    for i in ids:
+        assert str(i) in labels
+    # every id of the input row and of the target row, so the first id appears twice (ids + input) and
+    # the last twice (ids + target), the middle ones three times
+    assert labels.count(str(ids[0])) == 2 and labels.count(str(ids[4])) == 2
+    assert all(labels.count(str(i)) == 3 for i in ids[1:4])
+    assert "\u2423effort" in labels  # the leading space, made visible
+    text = joined(fig)
+    for shape in ("(8, 4)", "(8, 4, 256)", "(4, 256)", "Embedding(50257, 256)", "Embedding(4, 256)"):
+        assert shape in text, shape
+
+
+def test_token_pipeline_follows_its_arguments():
+    text = joined(dg.draw_token_pipeline("one two three four five six seven", max_length=6, emb_dim=12,
+                                         batch_size=3))
+    assert "(3, 6, 12)" in text and "Embedding(6, 12)" in text and "max_length = 6" in text
+
+
+def test_attention_diagram_follows_query_sizes_and_weights():
+    text = joined(dg.draw_attention_one_query(query=1, d_in=3, d_out=2))
+    assert "'journey'" in text and "(6, 3)" in text and "(6, 2)" in text and "√2" in text
+    text = joined(dg.draw_attention_one_query(["a", "b", "c"], query=2, d_in=5, d_out=4))
+    assert "'c'" in text and "(3, 5)" in text and "(5, 4)" in text and "(3, 4)" in text and "√4" in text
+    assert "$z^{(3)}$" in text  # the formulas count from 1
+    labels = texts(dg.draw_attention_one_query(query=5, weights=[0.1, 0.2, 0.3, 0.1, 0.1, 0.2]))
+    assert [s for s in labels if s in ("0.10", "0.20", "0.30")] == ["0.10", "0.20", "0.30", "0.10", "0.10", "0.20"]
+
+
+def test_causal_mask_hides_exactly_the_future():
+    for n in (2, 6, 8):
+        labels = texts(dg.draw_causal_mask([f"w{i}" for i in range(n)]))
+        # above the diagonal: n (n - 1) / 2 cells in each of the two grids
+        assert labels.count("−∞") == n * (n - 1) // 2
+        assert labels.count("0") == n * (n - 1) // 2
+        plt.close("all")
+
+
+def test_multihead_split_follows_the_sizes():
+    text = joined(dg.draw_multihead_split(d_out=768, num_heads=12))
+    assert "12 heads of 64" in text and ".view(b, t, 12, 64)" in text and "(b, 12, t, 64)" in text
+    assert "Linear(768, 768)" in text
+    labels = texts(dg.draw_multihead_split(d_out=4, num_heads=2, batch_size=2, num_tokens=6))
+    assert "head 0" in labels and "head 1" in labels and "(2, 2, 6, 2)\none slice per head" in labels
+    labels = texts(dg.draw_multihead_split(d_out=1600, num_heads=25))
+    assert "24" in labels and "…" in labels and "12" not in labels  # the middle heads are summarised
+
+
+def test_gpt_model_follows_the_config():
+    text = joined(dg.draw_gpt_model(GPT_CONFIG_124M))
+    assert "12 × TransformerBlock" in text and "(b, t, 768)" in text and "(b, t, 50257)" in text
+    assert "Embedding(1024, 768)" in text and "Dropout(0.1)" in text
+    text = joined(dg.draw_gpt_model(GPT_CONFIG_TINY, batch_size=2, num_tokens=4))
+    assert "2 × TransformerBlock" in text and "(2, 4, 64)" in text and "Embedding(64, 64)" in text
+    assert "(b, t, 768)" not in text
+    text = joined(dg.draw_gpt_model(GPT_CONFIG_124M, placeholder=True))
+    assert "DummyTransformerBlock" in text and "DummyLayerNorm" in text and "LayerNorm(768)" not in text
+
+
+def test_transformer_block_follows_the_config():
+    text = joined(dg.draw_transformer_block(GPT_CONFIG_124M))
+    for part in ("norm1", "norm2", "att", "ff", "drop_shortcut", "shortcut 1", "shortcut 2", "12 heads × 64",
+                 "Linear(768, 3072)", "(b, t, 3072)", "LayerNorm(768)", "one of 12"):
+        assert part in text, part
+    text = joined(dg.draw_transformer_block(GPT_CONFIG_1558M, batch_size=2, num_tokens=4))
+    assert "25 heads × 64" in text and "(2, 4, 1600)" in text and "Linear(1600, 6400)" in text and "one of 48" in text
+
+
+def test_loops_follow_their_sizes():
+    text = joined(dg.draw_generation_loop(context_size=4, vocab_size=100, max_new_tokens=6))
+    assert "idx[:, -4:]" in text and "(b, 100)" in text and "repeat 6 times" in text
+    text = joined(dg.draw_training_loop(batch_size=2, context_length=3, vocab_size=7, eval_freq=5))
+    assert "input (2, 3)" in text and "(2, 3, 7)" in text and "(6, 7)" in text and "every 5 steps" in text
+
+
+def test_kv_cache_diagram_states_the_memory_formula():
+    # 2 (keys and values) x 12 layers x 768 numbers x 4 bytes = 73,728 bytes = 72 KiB per token;
+    # x 1024 tokens = 72 MiB
+    text = joined(dg.draw_kv_cache(GPT_CONFIG_124M, cached_tokens=4))
+    assert "72 KiB per token" in text and "72 MiB at 1024 tokens" in text
+    assert "(b, 12, 5, 64)" in text and "step 5" in text
+    # GPT-2 XL: 2 x 48 x 1600 x 4 = 614,400 bytes = 600 KiB per token; x 1024 = 600 MiB
+    text = joined(dg.draw_kv_cache(GPT_CONFIG_1558M, cached_tokens=2))
+    assert "600 KiB per token" in text and "600 MiB at 1024 tokens" in text and "(b, 25, 3, 64)" in text
+
+
+def test_weight_mapping_shows_conv1d_shapes_transposed():
+    text = joined(dg.draw_gpt2_weight_mapping(GPT_CONFIG_124M))
+    # GPT-2 small's checkpoint: c_attn (768, 2304), c_fc (768, 3072), c_proj of the MLP (3072, 768)
+    for part in ("(768, 2304)", "mlp.c_fc.weight\n", "(3072, 768)", "(768, 3072)", "att.W_query.weight",
+                 "ff.layers[2].weight", ".chunk(3,\ndim=-1)"):
+        assert part in text or part.strip() in text, part
+    assert "(1600, 4800)" in joined(dg.draw_gpt2_weight_mapping(GPT_CONFIG_1558M))
+
+
+def test_the_heads_alternate_two_shades_of_the_tensor_colour():
+    fig = dg.draw_multihead_split(d_out=8, num_heads=4)
+    fills = {tuple(round(c, 3) for c in p.get_facecolor()[:3]) for p in fig.findobj(Rectangle)
+             if p.get_edgecolor()[:3] == matplotlib.colors.to_rgb(dg.PALETTE["tensor"])}
+    assert len(fills) >= 2
+
+
+BAD = [
+    (dg.draw_token_pipeline, {"text": 5}, TypeError, "text must be a string"),
+    (dg.draw_token_pipeline, {"text": "two words"}, ValueError, "at least max_length + 1 = 5 tokens"),
+    (dg.draw_token_pipeline, {"max_length": 0}, ValueError, "max_length must be an integer in [1, 8]"),
+    (dg.draw_token_pipeline, {"max_length": 9}, ValueError, "max_length must be an integer in [1, 8]"),
+    (dg.draw_token_pipeline, {"emb_dim": -1}, ValueError, "emb_dim must be a positive integer"),
+    (dg.draw_token_pipeline, {"batch_size": 2.0}, TypeError, "batch_size must be a positive integer"),
+    (dg.draw_attention_one_query, {"tokens": "Your journey"}, TypeError, "tokens must be a list of strings"),
+    (dg.draw_attention_one_query, {"tokens": ["one"]}, ValueError, "between 2 and 10 tokens"),
+    (dg.draw_attention_one_query, {"tokens": list("abcdefghijk")}, ValueError, "between 2 and 10 tokens to fit the figure, got 11"),
+    (dg.draw_attention_one_query, {"query": 6}, ValueError, "query must be an integer in [0, 5]"),
+    (dg.draw_attention_one_query, {"d_out": 0}, ValueError, "d_out must be a positive integer"),
+    (dg.draw_attention_one_query, {"weights": [0.5, 0.5]}, ValueError, "weights must be 6 numbers"),
+    (dg.draw_attention_one_query, {"weights": [0.5] * 6}, ValueError, "that sum to 1"),
+    (dg.draw_causal_mask, {"tokens": [1, 2, 3]}, TypeError, "tokens must be a list of strings"),
+    (dg.draw_multihead_split, {"d_out": 10, "num_heads": 4}, ValueError, "d_out = 10 must be divisible by"),
+    (dg.draw_multihead_split, {"num_heads": 0}, ValueError, "num_heads must be a positive integer"),
+    (dg.draw_multihead_split, {"num_tokens": True}, TypeError, "num_tokens must be a positive integer"),
+    (dg.draw_gpt_model, {"cfg": {**GPT_CONFIG_124M, "n_head": 12}}, ValueError, "did you mean 'n_heads'"),
+    (dg.draw_gpt_model, {"cfg": GPT_CONFIG_124M, "placeholder": "yes"}, TypeError, "placeholder must be True"),
+    (dg.draw_gpt_model, {"cfg": GPT_CONFIG_124M, "batch_size": 0}, ValueError, "batch_size must be a positive"),
+    (dg.draw_transformer_block, {"cfg": {**GPT_CONFIG_124M, "n_heads": 7}}, ValueError, "divisible by"),
+    (dg.draw_transformer_block, {"cfg": "124M"}, TypeError, "config must be a dict"),
+    (dg.draw_generation_loop, {"context_size": 0}, ValueError, "context_size must be a positive integer"),
+    (dg.draw_generation_loop, {"max_new_tokens": -1}, ValueError, "max_new_tokens must be a non-negative"),
+    (dg.draw_training_loop, {"eval_freq": 0}, ValueError, "eval_freq must be a positive integer"),
+    (dg.draw_training_loop, {"vocab_size": "50257"}, TypeError, "vocab_size must be a positive integer"),
+    (dg.draw_kv_cache, {"cfg": GPT_CONFIG_124M, "cached_tokens": 0}, ValueError, "cached_tokens must be an integer in [1, 10]"),
+    (dg.draw_kv_cache, {"cfg": {}}, KeyError, "config is missing key(s)"),
+    (dg.draw_gpt2_weight_mapping, {"cfg": {**GPT_CONFIG_124M, "emb_dim": 0}}, ValueError, "emb_dim"),
+]
+
+
+@pytest.mark.parametrize("function, kwargs, error, message", BAD,
+                         ids=[f"{f.__name__}-{'-'.join(k)}-{i}" for i, (f, k, _, _) in enumerate(BAD)])
+def test_bad_arguments_get_a_clear_error(function, kwargs, error, message):
+    with pytest.raises(error) as info:
+        function(**kwargs)
+    assert message in str(info.value)
+
+
+def test_importing_the_package_does_not_import_matplotlib():
+    code = "import sys, gpt_from_scratch; print('matplotlib' in sys.modules, 'gpt_from_scratch.diagrams' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_the_render_script_draws_every_diagram():
+    """tools/render_diagrams.py renders docs/diagrams/: it must not forget a diagram."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "render_diagrams.py"
+    spec = importlib.util.spec_from_file_location("render_diagrams", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rendered = {function.__name__ for function, _ in module.FIGURES.values()}
+    assert rendered == {name for name in dg.__all__ if name.startswith("draw_")}
+    for name in module.FIGURES:
+        assert (path.parent.parent / "docs" / "diagrams" / f"{name}.png").exists(), name
