@@ -24,6 +24,9 @@ import nbformat
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+# nbgrader refuses a notebook in which any of these strings appears in a cell that is not a solution
+# cell, markdown included ("Solution region detected in a non-solution cell").
+MARKER_TEXT = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 # The key under which ``write_student_versions`` records, in a student version's metadata, which
 # instructor notebook it came from; ``grade --source`` matches submissions by it.
 NOTEBOOK_KEY = "gpt_from_scratch"
@@ -37,6 +40,12 @@ def _is_solution(cell):
 def _checker_name(cell):
     match = _CHECK_CALL.search(cell.source) if cell.cell_type == "code" else None
     return match.group(1) if match else None
+
+
+def stray_markers(nb):
+    """(cell index, marker) for every marker text outside a solution cell; nbgrader needs none."""
+    return [(i, m) for i, cell in enumerate(nb.cells) if not _is_solution(cell)
+            for m in MARKER_TEXT if m in cell.source]
 
 
 def tag_exercises(nb, points=1):
