@@ -134,3 +134,24 @@ def test_planted_leaky_mask_fails_exactly_its_exercise(tmp_path, instructor_resu
     assert [e["id"] for e in failed] == ["causal_softmax"]
     assert "leaks future tokens" in failed[0]["message"] and "to position 1" in failed[0]["message"]
     assert result["score"] == instructor_result["max_score"] - 1
+
+
+def test_student_folder_is_what_the_student_command_writes(tmp_path):
+    from gpt_from_scratch.cli import main
+
+    assert main(["student", str(ROOT / "notebooks"), str(tmp_path)]) == 0
+    written = sorted(p.name for p in tmp_path.glob("*.ipynb"))
+    assert written == sorted(p.name for p in (ROOT / "student").glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
+    for name in written:
+        assert (ROOT / "student" / name).read_text() == (tmp_path / name).read_text(), \
+            f"student/{name} is stale: run python tools/notebooks.py sync"
+        student = nbformat.read(tmp_path / name, as_version=4)
+        assert all(not c.outputs for c in student.cells if c.cell_type == "code")
+        assert student.metadata["gpt_from_scratch"] == {"notebook": name.removesuffix(".ipynb")}
+
+
+def test_student_folder_is_not_collected_by_nbval():
+    import tomllib
+
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "student" not in options["testpaths"] and "notebooks" in options["testpaths"]

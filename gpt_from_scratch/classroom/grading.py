@@ -2,16 +2,30 @@
 
 The instructor notebooks are the source of truth. In them, an exercise is two code cells:
 
-- a *solution* cell whose answer sits between the lines ``### BEGIN SOLUTION`` and ``### END SOLUTION``
-  (nbgrader's markers; an nbgrader user can take the notebooks as they are);
+- a *solution* cell whose answer sits between nbgrader's solution markers (the constants ``BEGIN`` and
+  ``END`` below; an nbgrader user can take the notebooks as they are). The marker text must appear in no
+  other cell, markdown included, or nbgrader refuses the notebook (``stray_markers`` finds it);
 - a *check* cell that calls a checker from ``gpt_from_scratch.classroom.exercises``, e.g.
   ``check_causal_softmax(causal_softmax)``; it passes if it runs without an error.
 
 ``tag_exercises`` writes nbgrader's cell metadata from these two rules. ``make_student_version``
 replaces every solution with ``# YOUR CODE HERE`` / ``raise NotImplementedError()`` and clears all
-outputs. ``grade_notebook`` runs a submitted notebook in a fresh kernel, cell by cell with a time limit,
-carries on past errors and reports each exercise with the checker's message. No database, no Docker,
-no network.
+outputs; ``write_student_versions`` also records in the notebook's metadata which notebook it came from.
+
+``grade_notebook`` runs a submitted notebook in a fresh kernel, cell by cell with a time limit, carries
+on past errors and reports each exercise with the checker's message. No database, no Docker, no
+network. Given the instructor notebook (``source``), it grades what the source asks, not what the
+submission claims: the exercises, points and check cells come from the source, edited check cells are
+restored and deleted ones put back (both reported), an exercise whose solution cell is gone scores 0,
+and the total is the source's. Every check runs through ``guard.run_check`` in the kernel, which undoes
+and reports the obvious ways of swapping the checker (a rebound name, patched functions of the exercise
+module or of torch, a swapped ``__code__``, a handler that swallows the failure).
+
+What is not defended: student code runs in the same process as the checks, so code written against the
+grader itself (replacing ``guard``, writing its log, reaching the genuine checkers through the garbage
+collector or frames, patching C extensions) can still forge a result. Without ``source``, an edited or
+deleted check cell silently changes what is graded; the report says the notebook was not checked
+against instructor notebooks.
 """
 
 import json
@@ -128,14 +142,19 @@ def write_student_versions(src_dir, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
-        nb = nbformat.read(path, as_version=4)
-        tag_exercises(nb)
         target = out_dir / path.name
-        student = make_student_version(nb)
-        student.metadata[NOTEBOOK_KEY] = {"notebook": path.stem}  # grade --source matches by it
-        nbformat.write(student, target)
+        nbformat.write(student_version_of(path), target)
         written.append(target)
     return written
+
+
+def student_version_of(path):
+    """The student version of the notebook file ``path``, marked with the notebook it came from."""
+    nb = nbformat.read(path, as_version=4)
+    tag_exercises(nb)
+    student = make_student_version(nb)
+    student.metadata[NOTEBOOK_KEY] = {"notebook": Path(path).stem}  # grade --source matches by it
+    return student
 
 
 # --- grading ---------------------------------------------------------------------------------------
