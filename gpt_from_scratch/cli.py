@@ -3,7 +3,7 @@
     gpt-from-scratch train [--corpus FILE] [--model tiny|124M|...] [--max-steps N | --epochs N] ...
     gpt-from-scratch generate --checkpoint FILE --prompt TEXT [--max-new-tokens N] [--temperature T] ...
     gpt-from-scratch student SRC_DIR OUT_DIR       # student versions of the notebooks
-    gpt-from-scratch grade NOTEBOOK... [--json F]  # grade submissions, offline
+    gpt-from-scratch grade [--source DIR] NOTEBOOK... [--json F]  # grade submissions, offline
     gpt-from-scratch doctor                        # check this environment
 
 Every error a user can cause (a missing file, a bad value) is reported in one line that names the
@@ -115,6 +115,8 @@ def build_parser():
 
     gr = sub.add_parser("grade", help="run submitted notebooks and grade their exercises, offline")
     gr.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
+    gr.add_argument("--source", metavar="DIR",
+                    help="the instructor notebooks: exercises, points and check cells are taken from them")
     gr.add_argument("--timeout", type=_positive_int, default=120, help="seconds per cell (default 120)")
     gr.add_argument("--json", metavar="PATH", help="also write the report as JSON")
 
@@ -142,16 +144,35 @@ def cmd_student(args, out=print):
 def cmd_grade(args, out=print):
     import json
 
-    grading = _grading()
-    format_report, grade_notebook = grading.format_report, grading.grade_notebook
+    grading = _grading()  # a clear error if the classroom extra is missing
+    import nbformat
 
+    find_source, format_report, grade_notebook = grading.find_source, grading.format_report, grading.grade_notebook
+
+    sources = None
+    if args.source:
+        if not Path(args.source).is_dir():
+            raise UserError(f"--source: instructor notebook folder not found: {args.source}")
+        sources = sorted(p for p in Path(args.source).glob("*.ipynb") if not p.name.startswith("."))
+        if not sources:
+            raise UserError(f"--source: no notebooks (*.ipynb) in {args.source}")
     results = []
     for nb in args.notebooks:
-        results.append(grade_notebook(nb, cell_timeout=args.timeout))
+        source = None
+        if sources is not None:
+            if not Path(nb).is_file():
+                raise UserError(f"notebook not found: {nb}")
+            try:
+                submitted = nbformat.read(nb, as_version=4)
+            except Exception as err:
+                raise UserError(f"{nb} is not a readable notebook ({type(err).__name__})") from None
+            source = find_source(nb, submitted, sources)
+        results.append(grade_notebook(nb, cell_timeout=args.timeout, source=source))
     for line in format_report(results):
         out(line)
     if args.json:
-        report = {"notebooks": results, "score": sum(r["score"] for r in results),
+        report = {"checked_against_source": sources is not None, "notebooks": results,
+                  "score": sum(r["score"] for r in results),
                   "max_score": sum(r["max_score"] for r in results)}
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

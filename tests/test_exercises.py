@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gpt_from_scratch import GPTModel, MultiHeadAttention, causal_mask
+from gpt_from_scratch import GPTModel, MultiHeadAttention, causal_mask, generate, generate_text_simple, top_k_filter
 from gpt_from_scratch.classroom import exercises as ex
 from gpt_from_scratch.classroom.exercises import ExerciseFailure
 
@@ -34,8 +34,16 @@ def test_sliding_window():
 def test_one_hot_and_num_windows():
     right = lambda ids, w: nn.functional.one_hot(ids, w.shape[0]).float() @ w
     assert ex.check_one_hot_embedding(right).endswith("correct")
-    fails(ex.check_one_hot_embedding, lambda ids, w: w[ids].sum(0), "wrong shape: expected \\(7, 5\\), got \\(5,\\)")
-    fails(ex.check_one_hot_embedding, lambda ids, w: w[(ids + 1) % 11], "differs from the embedding lookup")
+    one_hot = lambda ids, w: (ids[..., None] == torch.arange(w.shape[0])).to(w.dtype)
+    assert ex.check_one_hot_embedding(lambda ids, w: (one_hot(ids, w)[..., None] * w).sum(-2)).endswith("correct")
+    fails(ex.check_one_hot_embedding, lambda ids, w: (one_hot(ids, w) @ w).sum(0), "wrong shape: expected \\(7, 5\\), got \\(5,\\)")
+    fails(ex.check_one_hot_embedding, lambda ids, w: one_hot((ids + 1) % 11, w) @ w, "differs from the embedding lookup")
+    # Loopholes: a lookup gives the right numbers without any one-hot product.
+    for lookup in (lambda ids, w: w[ids], lambda ids, w: nn.functional.embedding(ids, w),
+                   lambda ids, w: w.index_select(0, ids.flatten()).view(*ids.shape, -1),
+                   lambda ids, w: torch.stack([list(w)[i] for i in ids.flatten()]).view(*ids.shape, -1)):
+        fails(ex.check_one_hot_embedding, lookup, "looks rows of the weight up")
+    fails(ex.check_one_hot_embedding, lambda ids, w: torch.zeros(*ids.shape, w.shape[1]), "never multiplies the weight")
     assert ex.check_num_windows(lambda n, m, s: (n - m - 1) // s + 1).endswith("correct")
     fails(ex.check_num_windows, lambda n, m, s: (n - m) // s + 1, "the dataset has")
     fails(ex.check_num_windows, lambda n, m, s: (n - m - 1) / s // 1 + 1, "return a whole number")
@@ -123,6 +131,9 @@ def test_counts_and_positions():
         return [torch.allclose(a, b) for a, b in zip(model(ids)[0], model(changed)[0])]
     assert ex.check_positions_unchanged(unchanged).endswith("correct")
     fails(ex.check_positions_unchanged, lambda m, ids, t: [True] * 6, "should change only row")
+    # Loophole: the placeholder's answer does not depend on the model; a GPTModel's does.
+    fails(ex.check_positions_unchanged, lambda m, ids, t: [i != t for i in range(ids.shape[1])],
+          "input of a GPTModel should change rows 0 to 5")
 
 
 # --- 04 ---
@@ -187,7 +198,8 @@ def test_greedy_step():
 
 def my_generate(model, idx, n, context_size, crop=True):
     for _ in range(n):
-        idx = torch.cat((idx, greedy_step(model, idx, context_size if crop else idx.shape[1])), dim=1)
+        logits = model(idx[:, -context_size:] if crop else idx)[:, -1, :]
+        idx = torch.cat((idx, logits.argmax(-1, keepdim=True)), dim=1)
     return idx
 
 
@@ -195,6 +207,15 @@ def test_generate_and_replay():
     assert ex.check_generate(my_generate).endswith("correct")
     fails(ex.check_generate, lambda m, i, n, c: my_generate(m, i, n, c, crop=False), "crop it to idx")
     fails(ex.check_generate, lambda m, i, n, c: my_generate(m, i, n - 1, c), "wrong shape")
+    # The "do not call" rule is enforced.
+    fails(ex.check_generate, lambda m, i, n, c: generate_text_simple(m, i, n, c), "calls generate_text_simple")
+    fails(ex.check_generate, lambda m, i, n, c: generate(m, i, n, c), "calls the package's generate")
+
+    def with_greedy_step(m, i, n, c):
+        for _ in range(n):
+            i = torch.cat((i, greedy_step(m, i, c)), dim=1)
+        return i
+    fails(ex.check_generate, with_greedy_step, "calls greedy_step")
 
     def stub(*args):
         raise NotImplementedError()
@@ -202,17 +223,30 @@ def test_generate_and_replay():
     replay = lambda m, ids, p: m(ids)[0, p - 1:-1].argmax(-1).tolist()
     assert ex.check_replay_choices(replay).endswith("correct")
     fails(ex.check_replay_choices, lambda m, ids, p: m(ids)[0, p:].argmax(-1).tolist(), "position i predicts")
+    # Loopholes: copying greedy ids back, and one forward pass per position.
+    fails(ex.check_replay_choices, lambda m, ids, p: ids[0, p:].tolist(), "never runs the model")
+    fails(ex.check_replay_choices, lambda m, ids, p: (m(ids), ids[0, p:].tolist())[1], "only works when they were chosen greedily")
+    fails(ex.check_replay_choices, lambda m, ids, p: [m(ids[:, :i + 1])[0, -1].argmax().item()
+                                                     for i in range(p - 1, ids.shape[1] - 1)], "ran the model 6 times")
 
 
 # --- 06 ---
 
 def test_cross_entropy():
-    right = lambda lg, t: nn.functional.cross_entropy(lg.flatten(0, 1), t.flatten())
+    per_position = lambda lg, t: -(lg.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, dim=-1))
+    right = lambda lg, t: per_position(lg, t).mean()
     assert ex.check_cross_entropy(right).endswith("correct")
     fails(ex.check_cross_entropy, lambda lg, t: -right(lg, t), "sign is wrong")
+    fails(ex.check_cross_entropy, lambda lg, t: per_position(lg, t).sum(), "summed over the positions")
     fails(ex.check_cross_entropy, lambda lg, t: -lg.gather(-1, t.unsqueeze(-1)).mean(), "apply log_softmax")
-    fails(ex.check_cross_entropy, lambda lg, t: nn.functional.cross_entropy(lg.flatten(0, 1), t.flatten(),
-                                                                          reduction="none"), "one number")
+    fails(ex.check_cross_entropy, per_position, "one number")
+    # The "do not call" rule is enforced, whichever way the forbidden function is reached.
+    fails(ex.check_cross_entropy, lambda lg, t: nn.functional.cross_entropy(lg.flatten(0, 1), t.flatten()),
+          "calls F.cross_entropy")
+    fails(ex.check_cross_entropy, lambda lg, t: nn.CrossEntropyLoss()(lg.flatten(0, 1), t.flatten()), "calls F.cross_entropy")
+    fails(ex.check_cross_entropy, lambda lg, t: -lg.log_softmax(-1).gather(-1, t.unsqueeze(-1)).mean(), "calls log_softmax")
+    fails(ex.check_cross_entropy, lambda lg, t: -torch.softmax(lg, -1).gather(-1, t.unsqueeze(-1)).log().mean(),
+          "calls softmax")
 
 
 def test_top_k_and_temperature():
@@ -221,11 +255,27 @@ def test_top_k_and_temperature():
         return logits.masked_fill(logits < kth, -torch.inf)
     assert ex.check_top_k_filter(top_k).endswith("correct")
     fails(ex.check_top_k_filter, lambda lg, k: top_k(lg, max(1, k - 1)), "keep exactly")
+    fails(ex.check_top_k_filter, top_k_filter, "calls the package's top_k_filter")
     fails(ex.check_top_k_filter, lambda lg, k: (-top_k(-lg, k)).masked_fill(torch.isinf(top_k(-lg, k)), -math.inf),
           "the .* largest")
 
     def sample(logits, t, g):
         return torch.multinomial(torch.softmax(logits / t, -1), 1, generator=g)
     assert ex.check_temperature_sampling(sample).endswith("correct")
+
+    def gumbel_max(logits, t, g):  # a correct sampler that draws differently from torch.multinomial
+        u = torch.rand(logits.shape, generator=g).clamp_min(1e-20)
+        return (logits / t - torch.log(-torch.log(u))).argmax(-1, keepdim=True)
+
+    def inverse_cdf(logits, t, g):
+        cdf = torch.softmax(logits / t, -1).cumsum(-1)
+        return (torch.rand(logits.shape[0], 1, generator=g) > cdf).sum(-1, keepdim=True).clamp_max(logits.shape[-1] - 1)
+    assert ex.check_temperature_sampling(gumbel_max).endswith("correct")
+    assert ex.check_temperature_sampling(inverse_cdf).endswith("correct")
+    fails(ex.check_temperature_sampling, lambda lg, t, g: torch.multinomial(torch.softmax(lg / t, -1), 1),
+          "used the global random generator")
+    fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, t, torch.Generator().manual_seed(0)),
+          "two different seeds gave the same draws")
+    fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, t, g)[:1], "wrong shape")
     fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, 1.0, g), "temperature has no effect")
     fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, 1 / t, g), "multiplied by the temperature")

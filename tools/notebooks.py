@@ -6,7 +6,9 @@
     python tools/notebooks.py check             # exit 1 if sync would change anything
 
 ``sync`` also writes nbgrader's cell metadata on every exercise (solution and check cells), so the
-instructor notebooks can be used by nbgrader as they are.
+instructor notebooks can be used by nbgrader as they are, and regenerates ``student/``: every
+notebook's student version (``gpt-from-scratch student notebooks/ student/``: solutions replaced by
+stubs, outputs cleared), which the README's second Colab column opens.
 
 The repository's address lives in one place, ``[project.urls] Repository`` in pyproject.toml. ``sync``
 writes it into the first code cell of every notebook (the Colab/JupyterLab setup cell) and into the
@@ -29,6 +31,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+STUDENT = ROOT / "student"
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -93,12 +96,13 @@ def sync_notebook(nb):
 def readme_table(paths):
     _, repo = project()
     github = repo.removeprefix("https://github.com/")
-    rows = ["| # | notebook | Colab |", "| --- | --- | --- |"]
+    rows = ["| # | notebook | Colab | student version (no solutions) |", "| --- | --- | --- | --- |"]
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         url = f"https://colab.research.google.com/github/{github}/blob/main/notebooks/{path.name}"
+        student = f"https://colab.research.google.com/github/{github}/blob/main/student/{path.name}"
         rows.append(f"| {path.name[:2]} | [{title(nb)}](notebooks/{path.name}) | "
-                    f"[![Open In Colab]({BADGE})]({url}) |")
+                    f"[![Open In Colab]({BADGE})]({url}) | [![Open In Colab]({BADGE})]({student}) |")
     return "\n".join(rows)
 
 
@@ -111,6 +115,21 @@ def synced_readme(paths):
     return f"{head}{TABLE_START}\n{readme_table(paths)}\n{TABLE_END}{tail}"
 
 
+def student_versions():
+    """{file name: text} of the student version of every notebook, as ``student/`` should hold them."""
+    from gpt_from_scratch.classroom.grading import student_version_of
+
+    return {path.name: nbformat.writes(student_version_of(path)) + "\n" for path in notebook_paths()}
+
+
+def stale_student_versions():
+    expected = student_versions()
+    stale = [name for name, text in expected.items()
+             if not (STUDENT / name).is_file() or (STUDENT / name).read_text() != text]
+    extra = [p.name for p in STUDENT.glob("*.ipynb") if p.name not in expected] if STUDENT.is_dir() else []
+    return stale + extra
+
+
 def sync(paths):
     changed = []
     for path in paths:
@@ -118,6 +137,14 @@ def sync(paths):
         if sync_notebook(nb):
             nbformat.write(nb, path)
             changed.append(path.name)
+    stale = stale_student_versions()
+    if stale:
+        STUDENT.mkdir(exist_ok=True)
+        for name in stale:
+            (STUDENT / name).unlink(missing_ok=True)
+        for name, text in student_versions().items():
+            (STUDENT / name).write_text(text)
+        changed += [f"student/{name}" for name in stale]
     text = synced_readme(notebook_paths())
     if text != README.read_text():
         README.write_text(text)
@@ -131,6 +158,7 @@ def check():
         nb = nbformat.read(path, as_version=4)
         if sync_notebook(nb):
             stale.append(path.name)
+    stale += [f"student/{name}" for name in stale_student_versions()]
     if README.exists() and synced_readme(notebook_paths()) != README.read_text():
         stale.append("README.md")
     return stale

@@ -12,13 +12,15 @@ A check cell in a notebook is one line, e.g. ``check_causal_softmax(causal_softm
 """
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
 
 from ..attention import MultiHeadAttention, MultiHeadAttentionWrapper, causal_mask
 from ..data import GPTDatasetV1
-from ..generate import generate_text_simple
+from ..generate import generate as _package_generate
+from ..generate import generate_text_simple, top_k_filter
 from ..model import DummyGPTModel, GPTModel, LayerNorm
 
 
@@ -39,6 +41,44 @@ def _call(fn, *args, what="your function"):
         raise
     except Exception as err:
         _fail(f"{what} raised {type(err).__name__}: {err}")
+
+
+def _call_without(fn, *args, forbidden, what="your function"):
+    """``_call(fn, *args)``, failing if ``fn`` called one of the ``forbidden`` functions on the way.
+
+    ``forbidden`` maps a name a learner recognises to the functions it covers: Python functions are
+    recognised by their code object (or, for a name given as a string, the function's name, e.g. the
+    learner's own ``greedy_step``), C functions and tensor methods by their name. A profile hook
+    (``sys.setprofile``) sees every call made while ``fn`` runs."""
+    codes, names, seen = {}, {}, []
+    for label, targets in forbidden.items():
+        for target in targets:
+            if isinstance(target, str):
+                names[target] = label
+            elif hasattr(target, "__code__"):
+                codes[target.__code__] = label
+            else:
+                names[target.__name__] = label
+
+    def hook(frame, event, arg):
+        if event == "call":
+            label = codes.get(frame.f_code) or names.get(frame.f_code.co_name)
+        elif event == "c_call":
+            label = names.get(getattr(arg, "__name__", None))
+        else:
+            return
+        if label and label not in seen:
+            seen.append(label)
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        result = _call(fn, *args, what=what)
+    finally:
+        sys.setprofile(previous)
+    if seen:
+        _fail(f"{what} calls {seen[0]}; the exercise asks you to compute this yourself, without it")
+    return result
 
 
 def _tensor(value, what):
@@ -112,13 +152,47 @@ def check_sliding_window_pairs(fn):
     return _passed("sliding windows")
 
 
+class _RecordingWeight(torch.Tensor):
+    """A weight that records which torch functions are applied to it (``weight[ids]``, ``@``, ...)."""
+
+    used = None
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if cls.used is not None:
+            cls.used.add(getattr(func, "__name__", str(func)).removeprefix("__").removesuffix("__"))
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+
+_LOOKUPS = {"getitem", "index_select", "embedding", "take", "take_along_dim", "gather", "unbind", "iter",
+            "select", "narrow", "split", "chunk", "tensor_split"}
+_PRODUCTS = {"matmul", "rmatmul", "mm", "bmm", "einsum", "tensordot", "linear", "mul", "rmul", "addmm", "inner"}
+
+
 def check_one_hot_embedding(fn):
-    """``fn(token_ids, weight) -> embeddings``: a one-hot matrix product equal to ``weight[token_ids]``."""
+    """``fn(token_ids, weight) -> embeddings``: a one-hot matrix product equal to ``weight[token_ids]``.
+
+    The weight handed to ``fn`` records what is done with it: looking rows up (``weight[ids]``,
+    ``index_select``, ``F.embedding``, iterating over it) fails, a product with it is required."""
     g = _gen(2)
     weight = torch.randn(11, 5, generator=g)
     for shape in [(7,), (3, 4)]:
         ids = torch.randint(0, 11, shape, generator=g)
-        got = _tensor(_call(fn, ids, weight), "one_hot_embedding")
+        _RecordingWeight.used = set()
+        try:
+            got = _call(fn, ids, weight.as_subclass(_RecordingWeight))
+        finally:
+            used, _RecordingWeight.used = _RecordingWeight.used, None
+        if isinstance(got, _RecordingWeight):
+            got = got.as_subclass(torch.Tensor)
+        lookups = sorted(used & _LOOKUPS)
+        if lookups:
+            _fail(f"one_hot_embedding looks rows of the weight up ({', '.join(lookups)}); the exercise is to get them "
+                  "with a product: one_hot(token_ids) @ weight")
+        if not used & _PRODUCTS:
+            _fail("one_hot_embedding never multiplies the weight: build the one-hot tensor and compute one_hot @ weight")
+        got = _tensor(got, "one_hot_embedding")
         _shape(got, (*shape, 5), f"the embeddings of ids with shape {shape}")
         if not _close(got, weight[ids]):
             _fail("the result differs from the embedding lookup weight[token_ids]: row i of the one-hot matrix "
@@ -262,17 +336,25 @@ def check_top_choices(fn):
 
 
 def check_positions_unchanged(fn):
-    """``fn(model, ids, t) -> list of bool``: which positions' logits survive changing token ``t``."""
+    """``fn(model, ids, t) -> list of bool``: which positions' logits survive changing token ``t``.
+
+    On the placeholder only position ``t`` changes; on a ``GPTModel`` (causal attention) the positions
+    before ``t`` stay and ``t`` and every later one change. An answer has to run the model to tell."""
     torch.manual_seed(7)
-    model = DummyGPTModel(_SMALL).eval()
+    placeholder = DummyGPTModel(_SMALL).eval()
+    gpt = GPTModel(_SMALL).eval()
     ids = torch.randint(0, 97, (1, 6), generator=_gen(7))
-    for t in range(6):
-        with torch.no_grad():
-            got = list(_call(fn, model, ids.clone(), t))
-        expected = [i != t for i in range(6)]
-        if got != expected:
-            _fail(f"changing token {t} of the placeholder model's input should change only row {t}: expected "
-                  f"{expected}, got {got}")
+    for model, rule, name in ((placeholder, lambda i, t: i != t, "the placeholder model"),
+                              (gpt, lambda i, t: i < t, "a GPTModel")):
+        for t in range(6):
+            with torch.no_grad():
+                got = _as_list(_call(fn, model, ids.clone(), t))
+            expected = [rule(i, t) for i in range(6)]
+            if got != expected:
+                what = ("only row {t}" if model is placeholder else "rows {t} to 5 (attention passes the change on to "
+                        "later positions, never to earlier ones)").format(t=t)
+                _fail(f"changing token {t} of the input of {name} should change {what}: expected {expected}, got {got}; "
+                      "run the model on both inputs and compare each position's logits")
     return _passed("positions unchanged")
 
 
@@ -362,18 +444,24 @@ def check_greedy_step(fn):
     return _passed("greedy step")
 
 
+_GENERATORS = {"generate_text_simple": [generate_text_simple], "the package's generate": [_package_generate],
+               "greedy_step": ["greedy_step"]}
+
+
 def check_generate(fn):
-    """``fn(model, idx, max_new_tokens, context_size) -> ids``, equal to ``generate_text_simple``."""
+    """``fn(model, idx, max_new_tokens, context_size) -> ids``, equal to ``generate_text_simple``.
+
+    Written from scratch: calling ``generate_text_simple``, the package's ``generate`` or the
+    notebook's ``greedy_step`` fails."""
     model = _small_model(13)
     idx = torch.randint(0, 97, (2, 3), generator=_gen(13))
     for context_size in (10, 4):
         with torch.no_grad():
             expected = generate_text_simple(model, idx, 9, context_size)
             try:
-                got = _tensor(fn(model, idx.clone(), 9, context_size), "your generator")
-            except NotImplementedError:
-                _fail("your generator is not written yet: replace `raise NotImplementedError()` with your code")
-            except ValueError as err:
+                got = _tensor(_call_without(fn, model, idx.clone(), 9, context_size, forbidden=_GENERATORS,
+                                            what="your generator"), "your generator")
+            except ExerciseFailure as err:
                 if "longer than context_length" in str(err):
                     _fail("the sequence grew longer than the model's context: crop it to idx[:, -context_size:] "
                           "before each forward pass")
@@ -387,28 +475,52 @@ def check_generate(fn):
 
 
 def check_replay_choices(fn):
-    """``fn(model, ids, prompt_len) -> list``: the greedy choices recovered from one forward pass."""
+    """``fn(model, ids, prompt_len) -> list``: the greedy choices recovered from one forward pass.
+
+    On ids that greedy generation produced the answer equals the generated tokens, so the check also
+    uses random ids, where only running the model gives the argmax; and it counts the forward passes."""
     model = _small_model(14)
     prompt = torch.randint(0, 97, (1, 3), generator=_gen(14))
-    with torch.no_grad():
-        out = generate_text_simple(model, prompt, 6, 10)
-        got = _call(fn, model, out, 3)
-    got = _as_list(got)
-    expected = out[0, 3:].tolist()
-    if got != expected:
-        _fail(f"expected the generated tokens {expected}, got {got}: position i predicts token i + 1, so the "
-              f"choices are the argmax at positions prompt_len - 1 ... n - 2")
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        with torch.no_grad():
+            generated = generate_text_simple(model, prompt, 6, 10)
+            random_ids = torch.randint(0, 97, (1, 9), generator=_gen(15))
+            for ids, prompt_len in ((generated, 3), (random_ids, 4)):
+                calls.clear()
+                got = _as_list(_call(fn, model, ids.clone(), prompt_len))
+                expected = model(ids)[0, prompt_len - 1:-1].argmax(-1).tolist()
+                if len(calls) == 1:  # only our own pass
+                    _fail("your function never runs the model: the choices are the argmax of the model's logits")
+                if len(calls) != 2:  # the learner's passes, then ours
+                    _fail(f"use a single forward pass over all of ids; your function ran the model {len(calls) - 1} times")
+                if got != expected:
+                    hint = (" (returning the ids after the prompt only works when they were chosen greedily by "
+                            "this model)" if got == ids[0, prompt_len:].tolist() else "")
+                    _fail(f"for ids {ids[0].tolist()} and prompt_len={prompt_len}: expected the argmax ids {expected}, "
+                          f"got {got}{hint}: position i predicts token i + 1, so take the argmax at positions "
+                          f"prompt_len - 1 ... n - 2")
+    finally:
+        hook.remove()
     return _passed("replayed choices")
 
 
 # --- 06: pretraining and sampling --------------------------------------------------------------------
 
+_CROSS_ENTROPY_HELPERS = {"F.cross_entropy": [F.cross_entropy, "cross_entropy_loss"], "nll_loss": [F.nll_loss, "nll_loss"],
+                          "softmax": [F.softmax, "softmax"], "log_softmax": [F.log_softmax, "log_softmax"]}
+
+
 def check_cross_entropy(fn):
-    """``fn(logits, targets) -> scalar``: mean cross-entropy; logits (b, t, v), targets (b, t)."""
+    """``fn(logits, targets) -> scalar``: mean cross-entropy; logits (b, t, v), targets (b, t).
+
+    Computed with logsumexp: calling ``F.cross_entropy``, ``nll_loss``, ``softmax`` or ``log_softmax``
+    fails."""
     g = _gen(15)
     logits = torch.randn(2, 5, 13, generator=g) * 2
     targets = torch.randint(0, 13, (2, 5), generator=g)
-    got = _tensor(_call(fn, logits, targets), "your loss")
+    got = _tensor(_call_without(fn, logits, targets, forbidden=_CROSS_ENTROPY_HELPERS, what="your loss"), "your loss")
     expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
     if got.numel() != 1:
         _fail(f"the loss must be one number (the mean over all positions), got shape {tuple(got.shape)}")
@@ -429,7 +541,8 @@ def check_top_k_filter(fn):
     g = _gen(16)
     logits = torch.randn(3, 20, generator=g)
     for k in (1, 4, 20):
-        got = _tensor(_call(fn, logits.clone(), k), "your top-k filter")
+        got = _tensor(_call_without(fn, logits.clone(), k, forbidden={"the package's top_k_filter": [top_k_filter]},
+                                    what="your top-k filter"), "your top-k filter")
         _shape(got, logits.shape, "the filtered logits")
         kept = torch.isfinite(got)
         if not torch.equal(kept.sum(-1), torch.full((3,), k)):
@@ -443,25 +556,39 @@ def check_top_k_filter(fn):
 
 
 def check_temperature_sampling(fn):
-    """``fn(logits, temperature, generator) -> (batch, 1)`` ids drawn from softmax(logits / temperature)."""
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    """``fn(logits, temperature, generator) -> (batch, 1)`` ids drawn from softmax(logits / temperature).
+
+    Any correct way of drawing passes (``torch.multinomial``, the Gumbel-max trick, inverse CDF): the
+    check compares frequencies, not exact draws. It also checks that the draws come from
+    ``generator``: the same generator state gives the same draws, another seed other draws, and the
+    global random state is left alone."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0], [-1.0, 0.0, 1.0, 2.0]])  # two rows, two distributions
+    n = 4000
     for t in (0.5, 2.0):
-        g = _gen(17)
-        draws = []
-        for _ in range(4000):
-            got = _tensor(_call(fn, logits, t, g), "your sampler")
-            _shape(got, (1, 1), "one sampled id per sequence")
-            draws.append(int(got))
-        freq = torch.bincount(torch.tensor(draws), minlength=4).float() / len(draws)
-        expected = torch.softmax(logits[0] / t, dim=-1)
-        if not torch.allclose(freq, expected, atol=0.03):
-            plain = torch.softmax(logits[0], dim=-1)
-            if torch.allclose(freq, plain, atol=0.03):
-                _fail("the temperature has no effect: divide the logits by it before softmax")
-            if torch.allclose(freq, torch.softmax(logits[0] * t, dim=-1), atol=0.03):
-                _fail("you multiplied by the temperature; divide the logits by it")
-            _fail(f"at temperature {t} the frequencies {freq.tolist()} differ from softmax(logits / T) = "
-                  f"{[round(v, 3) for v in expected.tolist()]}")
+        batch = logits.repeat_interleave(n, dim=0)  # (2n, 4): n copies of each row
+        global_state = torch.get_rng_state()
+        got = _tensor(_call(fn, batch.clone(), t, _gen(17)), "your sampler")
+        if not torch.equal(torch.get_rng_state(), global_state):
+            _fail("your sampler used the global random generator; draw with the `generator` you are given "
+                  "(e.g. torch.multinomial(..., generator=generator) or torch.rand(..., generator=generator))")
+        _shape(got, (2 * n, 1), f"the sampled ids for {2 * n} rows")
+        again = _tensor(_call(fn, batch.clone(), t, _gen(17)), "your sampler")
+        if not torch.equal(again, got):
+            _fail("the same generator state gave different draws: take every random number from `generator`")
+        if torch.equal(_call(fn, batch.clone(), t, _gen(18)), got):
+            _fail("two different seeds gave the same draws: the draws must depend on `generator`")
+        for row in range(2):
+            draws = got[row * n:(row + 1) * n, 0].long()
+            freq = torch.bincount(draws, minlength=4)[:4].float() / n
+            expected = torch.softmax(logits[row] / t, dim=-1)
+            if not torch.allclose(freq, expected, atol=0.03):
+                if torch.allclose(freq, torch.softmax(logits[row], dim=-1), atol=0.03):
+                    _fail("the temperature has no effect: divide the logits by it before softmax")
+                if torch.allclose(freq, torch.softmax(logits[row] * t, dim=-1), atol=0.03):
+                    _fail("you multiplied by the temperature; divide the logits by it")
+                _fail(f"at temperature {t}, for logits {logits[row].tolist()}, the frequencies "
+                      f"{[round(v, 3) for v in freq.tolist()]} differ from softmax(logits / T) = "
+                      f"{[round(v, 3) for v in expected.tolist()]}")
     return _passed("temperature sampling")
 
 
