@@ -134,6 +134,9 @@ def test_grading_commands_name_the_extra_when_nbformat_is_missing(command, monke
 
     monkeypatch.setitem(sys.modules, "nbformat", None)  # makes `import nbformat` raise ImportError
     monkeypatch.delitem(sys.modules, "gpt_from_scratch.classroom.grading", raising=False)
+    import gpt_from_scratch.classroom
+
+    monkeypatch.delattr(gpt_from_scratch.classroom, "grading", raising=False)  # or `from . import` finds it
     assert main(command) == 1
     err = capsys.readouterr().err.strip()
     assert err == (f"gpt-from-scratch {command[0]}: error: this command needs nbformat, from the classroom extra: "
