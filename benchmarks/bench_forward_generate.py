@@ -3,16 +3,18 @@
 What it measures (all in eval mode under ``torch.no_grad()``, in one process):
 
 1. **Forward pass** on random token ids (default 256 tokens) at batch 1 and batch 8: seconds per call
-   for ``GPTModel`` and for ``GPT2LMHeadModel`` with eager attention (the main peer: it computes
-   attention explicitly, as we do) and, if available, with PyTorch's fused ``sdpa`` attention. Hugging
-   Face is called with ``use_cache=False`` so it does not build a key/value cache it would throw away.
-2. **Greedy generation** of ``--new-tokens`` tokens from a short random prompt (batch 1), as tokens per
-   second: ``generate_text_simple`` (re-runs the whole sequence at every step, no KV cache) against
-   ``hf.generate(..., do_sample=False)`` with its KV cache, and with ``use_cache=False`` so the reader
-   can see how much of the gap is the cache and how much is the model. Without a cache ``generate``
-   still computes the output head for the last position only (``logits_to_keep=1``); with
-   ``--all-variants`` a row "no cache, all logits" passes ``logits_to_keep=0`` so that Hugging Face does
-   exactly the work we do (and sdpa is timed without cache too).
+   for ``GPTModel`` (explicit attention, and ``ours sdpa``: the same model with ``use_sdpa`` switched
+   on) and for ``GPT2LMHeadModel`` with eager attention (the main peer: it computes attention
+   explicitly, as we do) and, if available, with PyTorch's fused ``sdpa`` attention. Hugging Face is
+   called with ``use_cache=False`` so it does not build a key/value cache it would throw away.
+2. **Greedy generation with a KV cache**, batch 1, for each ``--gen-cases`` PROMPT:NEW pair (default
+   a 4-token prompt with 200 new tokens, and a 500-token prompt with 100): tokens per second of
+   ``generate`` (our cache; explicit attention against HF eager, ``use_sdpa`` against HF sdpa) against
+   ``hf.generate(..., do_sample=False)`` with its cache. ``--all-variants`` adds the loops without a
+   cache (``generate_text_simple`` against HF eager with ``use_cache=False``).
+3. **Peak memory** of each case: how far the process's resident memory rose above its level before
+   one call (Linux: the kernel's peak counter is reset before every timed call), and ``ru_maxrss`` at a
+   few points.
 
 The script checks, and prints, that both models compute the same function: the maximum absolute
 difference of the logits (on the warm-up call, before any timing), and that every greedy continuation
@@ -22,7 +24,7 @@ tokens; the table is not printed if they differ). The Hugging Face model is buil
 default initialisation plus a little noise (so that biases and norms are not trivially 0 and 1), and its
 state dict is copied into ``GPTModel(cfg, tie_weights=True)`` with ``load_hf_gpt2_weights``. Generation
 never stops early: ``eos_token_id`` is unset in Hugging Face's generation config, so every call makes
-exactly ``--new-tokens`` tokens.
+exactly the requested number of tokens.
 
 Timing: warm-up calls first, then timed rounds in which every contender runs once, in a rotating order,
 so that load from other processes hits all of them alike; the median per case is reported.
@@ -37,8 +39,8 @@ Run from the repository root (needs ``transformers``, which is in the ``dev`` ex
 
     python benchmarks/bench_forward_generate.py                  # GPT-2 124M sizes, a few minutes on 2 cores
     python benchmarks/bench_forward_generate.py --config tiny    # a small model: a smoke run in seconds
-    python benchmarks/bench_forward_generate.py --threads 1 --repeats 5 --new-tokens 20
-    python benchmarks/bench_forward_generate.py --profile        # also: where the forward pass spends its time
+    python benchmarks/bench_forward_generate.py --threads 1 --repeats 5 --gen-cases 4:20
+    python benchmarks/bench_forward_generate.py --profile        # also: where a forward pass and a generation spend their time
 """
 
 import argparse
