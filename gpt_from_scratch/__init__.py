@@ -4,7 +4,7 @@ Read the modules in the order data flows through a GPT::
 
     tokenizer  text -> token ids             (SimpleTokenizerV1/V2, get_tokenizer)
     data       token ids -> training pairs   (GPTDatasetV1, create_dataloader)
-    attention  tokens looking at tokens      (SelfAttention_v1 ... MultiHeadAttention)
+    attention  tokens looking at tokens      (SelfAttention_v1 ... MultiHeadAttention, KVCache)
     model      ids -> logits                 (DummyGPTModel, LayerNorm, GELU, ..., GPTModel)
     generate   logits -> next token -> text  (generate_text_simple, generate, text_to_token_ids, ...)
     train      the loss and the simple loop  (calc_loss_batch, train_model_simple, ...)
@@ -22,6 +22,7 @@ here: they are imported on first use.
 
 from .attention import (
     CausalAttention,
+    KVCache,
     MultiHeadAttention,
     MultiHeadAttentionWrapper,
     SelfAttention_v1,
@@ -76,7 +77,7 @@ from .weights import load_hf_gpt2_weights
 __version__ = "0.1.0"
 
 __all__ = [
-    "CausalAttention", "MultiHeadAttention", "MultiHeadAttentionWrapper", "SelfAttention_v1",
+    "CausalAttention", "KVCache", "MultiHeadAttention", "MultiHeadAttentionWrapper", "SelfAttention_v1",
     "SelfAttention_v2", "causal_mask",
     "GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIG_TINY", "GPT_CONFIGS",
     "validate_config",

@@ -19,6 +19,8 @@ The classes below add one idea each:
 - ``MultiHeadAttentionWrapper``: several ``CausalAttention`` heads side by side, outputs concatenated.
 - ``MultiHeadAttention``: the same computation done for all heads at once by splitting one big
   projection into ``num_heads`` slices, plus an output projection. This is what ``GPTModel`` uses.
+- ``KVCache``: the keys and values one ``MultiHeadAttention`` has computed so far, kept between calls
+  so that generation feeds only the new token at each step (notebook 07).
 
 Scores are divided by ``sqrt(d_k)`` (``d_k`` = the key dimension) because a dot product of ``d_k``
 random components grows like ``sqrt(d_k)``; unscaled, large scores push softmax towards a one-hot
@@ -27,7 +29,9 @@ output whose gradients are almost zero.
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from . import checks
 from .checks import positive_int
 
 
@@ -48,6 +52,15 @@ def _check_heads(d_out, num_heads, divisible=True):
     positive_int("num_heads", num_heads)
     if divisible and d_out % num_heads != 0:
         raise ValueError(f"d_out = {d_out} must be divisible by num_heads = {num_heads}")
+
+
+def check_cache_room(past, num_tokens, context_length):
+    """Refuse ``num_tokens`` new tokens after ``past`` cached ones when together they exceed the context."""
+    if past + num_tokens > context_length:
+        raise ValueError(
+            f"{past} cached + {num_tokens} new tokens is more than context_length={context_length}: "
+            f"start a new cache from the last tokens (generate recomputes the window then)"
+        )
 
 
 def causal_mask(num_tokens, device=None):
@@ -187,9 +200,12 @@ class MultiHeadAttention(nn.Module):
     heads are put side by side again and mixed by ``out_proj``.
     """
 
-    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, use_sdpa=False):
         super().__init__()
         _check_heads(d_out, num_heads)
+        if not isinstance(use_sdpa, bool):
+            raise TypeError(f"use_sdpa must be True or False, got {use_sdpa!r}")
+        self.use_sdpa = use_sdpa  # True: PyTorch's fused kernel instead of the explicit softmax (same result)
         self.d_in = d_in
         self.d_out = d_out
         self.context_length = context_length
@@ -203,9 +219,17 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("mask", causal_mask(context_length))  # saved, as in CausalAttention
 
-    def forward(self, x):
+    def forward(self, x, kv_cache=None):
+        """``x`` (b, num_tokens, d_in) -> (b, num_tokens, d_out).
+
+        ``kv_cache``: a :class:`KVCache` holding the keys and values of the ``past`` tokens before
+        ``x``. The new tokens' keys and values are appended to it, and the new tokens attend to all
+        ``past + num_tokens`` of them, as if the whole sequence had been passed at once.
+        """
         _check_tokens_input(x, self.d_in, self.context_length)
         b, num_tokens, _ = x.shape
+        past = 0 if kv_cache is None else kv_cache.length
+        check_cache_room(past, num_tokens, self.context_length)
 
         # (b, num_tokens, d_out) -> (b, num_tokens, num_heads, head_dim) -> (b, num_heads, num_tokens, head_dim)
         def split_heads(t):
@@ -214,19 +238,105 @@ class MultiHeadAttention(nn.Module):
         queries = split_heads(self.W_query(x))
         keys = split_heads(self.W_key(x))
         values = split_heads(self.W_value(x))
+        if kv_cache is not None:
+            # The earlier tokens' keys and values do not depend on the new tokens (causal mask), so
+            # they were computed once and kept; append the new ones and attend to all of them.
+            keys, values = kv_cache.append(keys, values)  # (b, num_heads, past + num_tokens, head_dim)
+        # The new tokens are at positions past .. past + num_tokens - 1: their rows of the causal mask.
+        mask = self.mask[past:past + num_tokens, :past + num_tokens]  # (num_tokens, past + num_tokens)
 
-        attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, num_tokens)
-        attn_scores = attn_scores.masked_fill(self.mask[:num_tokens, :num_tokens], -torch.inf)
-        attn_weights = torch.softmax(attn_scores / self.head_dim ** 0.5, dim=-1)
-        # (The attention explorer reads the weights with a forward hook on self.dropout, their one
-        # way out of this function, so this class needs no switch for it.)
-        attn_weights = self.dropout(attn_weights)
+        if self.use_sdpa:
+            context = self._sdpa(queries, keys, values, mask)
+        else:
+            attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, past + num_tokens)
+            attn_scores = attn_scores.masked_fill(mask, -torch.inf)
+            attn_weights = torch.softmax(attn_scores / self.head_dim ** 0.5, dim=-1)
+            # (The attention explorer reads the weights with a forward hook on self.dropout, their one
+            # way out of this function, so this class needs no switch for it.)
+            attn_weights = self.dropout(attn_weights)
+            context = attn_weights @ values  # (b, num_heads, num_tokens, head_dim)
 
-        context = attn_weights @ values  # (b, num_heads, num_tokens, head_dim)
         # Back to (b, num_tokens, num_heads, head_dim), then glue the heads: (b, num_tokens, d_out).
         context = context.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
         return self.out_proj(context)
 
+    def _sdpa(self, queries, keys, values, mask):
+        """The explicit lines of ``forward`` in one fused call: scale, mask, softmax, dropout, weights @ values.
+
+        PyTorch's ``scaled_dot_product_attention`` never stores the (num_tokens x num_tokens) weights,
+        which saves time and memory on long sequences. Its boolean mask means "may attend" (ours means
+        "masked"); ``is_causal`` builds the usual mask itself and is right when there is no past.
+        """
+        num_tokens, total = mask.shape
+        dropout_p = self.dropout.p if self.training else 0.0
+        if num_tokens == total:  # no cached past: the plain causal mask
+            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p, is_causal=True)
+        if num_tokens == 1:  # one new token after the past: it may see everything, no mask needed
+            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
+        return F.scaled_dot_product_attention(queries, keys, values, attn_mask=~mask, dropout_p=dropout_p)
+
+    def new_kv_cache(self, batch_size, max_tokens=None):
+        """An empty :class:`KVCache` for this layer: ``batch_size`` sequences of up to ``max_tokens``
+        tokens (default and limit: ``context_length``), same dtype and device as the weights."""
+        max_tokens = self.context_length if max_tokens is None else max_tokens
+        checks.int_in_range("max_tokens", max_tokens, 1, self.context_length, "the context length")
+        weight = self.W_key.weight
+        return KVCache(batch_size, self.num_heads, max_tokens, self.head_dim, dtype=weight.dtype, device=weight.device)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _load_mask(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class KVCache:
+    """The keys and values one attention layer has computed so far, for ``batch_size`` sequences.
+
+    In generation, step ``n`` feeds one new token, but its attention needs the keys and values of all
+    ``n`` tokens. Those of the earlier tokens do not change (a token never sees later ones), so instead
+    of recomputing them every step the layer keeps them here and computes only the new token's.
+    Queries need no cache: only the new token asks a question.
+
+    Design: tensors of shape ``(batch_size, num_heads, max_tokens, head_dim)`` allocated once, filled
+    from the left; ``length`` says how many positions hold data. The alternative, a tensor that grows
+    with ``torch.cat`` at every step, reads just as well but copies the whole cache each step (its
+    cost grows with the length) and allocates anew each time. Memory: ``2 x max_tokens x d_out`` numbers
+    per sequence and layer (keys and values), whatever ``length`` is.
+    """
+
+    def __init__(self, batch_size, num_heads, max_tokens, head_dim, dtype=torch.float32, device=None):
+        for name, value in (("batch_size", batch_size), ("num_heads", num_heads), ("max_tokens", max_tokens),
+                            ("head_dim", head_dim)):
+            positive_int(name, value)
+        shape = (batch_size, num_heads, max_tokens, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0  # positions filled so far
+
+    @property
+    def max_tokens(self):
+        return self.keys.shape[2]
+
+    def append(self, keys, values):
+        """Store the new tokens' ``keys`` and ``values`` ``(batch_size, num_heads, num_new, head_dim)``
+        after the ones already held; return all of them, ``(batch_size, num_heads, length, head_dim)``
+        each (views into the cache, not copies)."""
+        expected = (self.keys.shape[0], self.keys.shape[1], keys.shape[2], self.keys.shape[3])
+        if keys.shape != expected or values.shape != expected:
+            raise ValueError(f"expected keys and values of shape {expected} (batch, heads, new tokens, head_dim), "
+                             f"got {tuple(keys.shape)} and {tuple(values.shape)}")
+        start, end = self.length, self.length + keys.shape[2]
+        if end > self.max_tokens:
+            raise ValueError(f"the cache holds {start} of at most {self.max_tokens} tokens: no room for "
+                             f"{keys.shape[2]} more; start a new cache")
+        self.keys[:, :, start:end] = keys
+        self.values[:, :, start:end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def nbytes(self):
+        """Bytes the cache occupies (allocated, whatever ``length`` is)."""
+        return self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size()
+
+    def __repr__(self):
+        b, h, n, d = self.keys.shape
+        return f"KVCache(batch_size={b}, num_heads={h}, max_tokens={n}, head_dim={d}, length={self.length})"

@@ -12,6 +12,11 @@ logits before a token is drawn:
 - ``top_k``: keep only the k highest logits (the rest get -inf, so probability 0);
 - ``temperature``: divide the logits by it, then *sample* from the softmax. Below 1 the distribution
   sharpens towards the top token, above 1 it flattens towards uniform; 0 means greedy (argmax).
+
+and it is fast: with ``use_cache=True`` (the default) the prompt goes through the model once, which
+keeps every layer's keys and values in a cache, and each later step feeds only the one new token
+(notebook 07). The tokens are the same as without the cache; ``generate_text_simple`` is the
+definition both must match.
 """
 
 import torch
@@ -76,7 +81,8 @@ def top_k_filter(logits, k):
     return logits.masked_fill(logits < kth_largest, -torch.inf)
 
 
-def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, seed=None):
+def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, seed=None,
+             use_cache=True):
     """Generate with optional top-k filtering and temperature sampling.
 
     ``idx``: ``(batch, num_tokens)`` prompt ids; returns ``(batch, num_tokens + n)`` with
@@ -87,14 +93,24 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     ``eos_id``: generation stops when the model picks this token, which is not included in the result
     (as in the series). In a batch, a sequence that has finished is padded with ``eos_id`` until every
     sequence has finished.
+
+    ``use_cache``: keep the keys and values between steps (a model with ``new_kv_cache``, such as
+    ``GPTModel``; other models are run on the whole window every step). Same tokens either way.
     """
     _check_generation_args(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id)
+    if not isinstance(use_cache, bool):
+        raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
     rng = _rng(seed)
+    if use_cache and hasattr(model, "new_kv_cache") and len(getattr(model, "trf_blocks", ())) > 0:
+        next_logits = _CachedSteps(model, context_size, max_tokens=idx.shape[1] + max_new_tokens)
+    else:
+        def next_logits(idx):
+            return model(idx[:, -context_size:])[:, -1, :]  # (batch, vocab_size)
 
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
         with torch.no_grad():
-            logits = model(idx[:, -context_size:])[:, -1, :]  # (batch, vocab_size)
+            logits = next_logits(idx)  # (batch, vocab_size): the prediction for the next token
         if top_k is not None:
             logits = top_k_filter(logits, top_k)
         if temperature > 0:
@@ -109,6 +125,32 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
                 break
         idx = torch.cat((idx, idx_next), dim=1)
     return idx
+
+
+class _CachedSteps:
+    """``idx -> model(idx[:, -context_size:])[:, -1, :]``, computed with a key/value cache.
+
+    The first call runs the prompt and fills the cache; each later call runs only the tokens appended
+    since (one per step), at the positions that follow. Once the sequence is longer than
+    ``context_size``, the window slides by one token per step, which moves every token to a new
+    position: the cached keys and values (computed with the old positions) no longer apply, so from
+    then on each step recomputes the whole window, exactly as ``generate_text_simple`` does.
+    """
+
+    def __init__(self, model, context_size, max_tokens):
+        self.model = model
+        self.context_size = context_size
+        self.max_tokens = min(max_tokens, context_size, model.cfg["context_length"])  # what the cache must hold
+        self.cache = None
+
+    def __call__(self, idx):
+        if idx.shape[1] > self.context_size:  # the window slides: recompute it, no cache
+            return self.model(idx[:, -self.context_size:], last_only=True)[:, -1, :]
+        if self.cache is None:
+            self.cache = self.model.new_kv_cache(idx.shape[0], self.max_tokens)
+        past = self.cache[0].length
+        new_tokens = idx[:, past:]  # the prompt at the first call, then the one token picked last
+        return self.model(new_tokens, kv_cache=self.cache, last_only=True)[:, -1, :]  # (batch, vocab_size)
 
 
 def text_to_token_ids(text, tokenizer):

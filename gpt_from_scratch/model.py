@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .attention import MultiHeadAttention
+from .attention import MultiHeadAttention, check_cache_room
 from .config import validate_config
 
 
@@ -81,7 +81,7 @@ class TransformerBlock(nn.Module):
     stack of blocks train at all.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, use_sdpa=False):
         super().__init__()
         self.att = MultiHeadAttention(
             d_in=cfg["emb_dim"],
@@ -90,14 +90,16 @@ class TransformerBlock(nn.Module):
             num_heads=cfg["n_heads"],
             dropout=cfg["drop_rate"],
             qkv_bias=cfg["qkv_bias"],
+            use_sdpa=use_sdpa,
         )
         self.ff = FeedForward(cfg)
         self.norm1 = LayerNorm(cfg["emb_dim"])
         self.norm2 = LayerNorm(cfg["emb_dim"])
         self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
 
-    def forward(self, x):
-        x = x + self.drop_shortcut(self.att(self.norm1(x)))
+    def forward(self, x, kv_cache=None):
+        """``kv_cache``: this block's attention cache, or None (see ``MultiHeadAttention.forward``)."""
+        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache))
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))
         return x
 
@@ -116,36 +118,68 @@ class GPTModel(nn.Module):
           -> final LayerNorm                        (b, t, d)
           -> output head (linear, no bias)          (b, t, vocab_size)  = logits
 
+    Generation keeps each block's keys and values in a cache (``new_kv_cache``, notebook 07), so that
+    every step runs only the new token through the model; ``use_sdpa=True`` computes attention with
+    PyTorch's fused kernel instead of the explicit softmax (same result, faster; see MultiHeadAttention).
+
     With ``tie_weights=True`` the output head reuses the token embedding matrix (as the original GPT-2
     does), which saves ``vocab_size * emb_dim`` parameters: 124,412,160 instead of 163,009,536 for
     ``GPT_CONFIG_124M``. The head's own weight is still created first, so the random stream and the
     other weights are the same either way.
     """
 
-    def __init__(self, cfg, tie_weights=False):
+    def __init__(self, cfg, tie_weights=False, use_sdpa=False):
         super().__init__()
         self.cfg = dict(validate_config(cfg))
         self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
         self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
         self.drop_emb = nn.Dropout(cfg["drop_rate"])
-        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg, use_sdpa) for _ in range(cfg["n_layers"])])
         self.final_norm = LayerNorm(cfg["emb_dim"])
         self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
         if tie_weights:
             self.out_head.weight = self.tok_emb.weight
 
-    def forward(self, in_idx):
-        """``in_idx`` (batch, num_tokens) of token ids -> logits (batch, num_tokens, vocab_size)."""
-        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"])
+    def forward(self, in_idx, kv_cache=None, last_only=False):
+        """``in_idx`` (batch, num_tokens) of token ids -> logits (batch, num_tokens, vocab_size).
+
+        For generation (notebook 07): ``kv_cache``, a list from :meth:`new_kv_cache`, holds the keys
+        and values of the tokens before ``in_idx``, which then continue from position ``past`` (the
+        cache's length) instead of 0; ``last_only=True`` runs the output head on the last position
+        only and returns ``(batch, 1, vocab_size)``, all a generation step needs.
+
+        Token ids are range-checked on every call without a cache. With a cache they are not: its
+        user, ``generate``, checks the prompt once per call and then feeds the ids the model picked.
+        """
+        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"], check_range=kv_cache is None)
         _, seq_len = in_idx.shape
+        past = 0 if kv_cache is None else kv_cache[0].length  # tokens already in the cache
+        check_cache_room(past, seq_len, self.cfg["context_length"])
         # Token t gets the vector of its id plus the vector of its position: without the second,
         # the model could not tell "dog bites man" from "man bites dog" at the first layer.
         tok_embeds = self.tok_emb(in_idx)  # (b, t, d)
-        pos_embeds = self.pos_emb(torch.arange(seq_len, device=in_idx.device))  # (t, d), broadcast over b
+        positions = torch.arange(past, past + seq_len, device=in_idx.device)  # 0 .. t-1 without a cache
+        pos_embeds = self.pos_emb(positions)  # (t, d), broadcast over b
         x = self.drop_emb(tok_embeds + pos_embeds)  # (b, t, d)
-        x = self.trf_blocks(x)  # (b, t, d): each block mixes information across positions, then within
+        if kv_cache is None:
+            x = self.trf_blocks(x)  # (b, t, d): each block mixes information across positions, then within
+        else:
+            for block, layer_cache in zip(self.trf_blocks, kv_cache):
+                x = block(x, layer_cache)
+        if last_only:
+            x = x[:, -1:, :]  # (b, 1, d): the only position whose prediction generation uses
         x = self.final_norm(x)  # (b, t, d)
         return self.out_head(x)  # (b, t, vocab_size): a score for every possible next token
+
+    def new_kv_cache(self, batch_size, max_tokens=None):
+        """An empty cache for generation: a list with one :class:`KVCache` per block, each for
+        ``batch_size`` sequences of up to ``max_tokens`` tokens (default and limit: context_length).
+
+        Memory: ``2 x n_layers x max_tokens x emb_dim`` numbers per sequence (keys and values).
+        """
+        if len(self.trf_blocks) == 0:
+            raise ValueError("a model without transformer blocks has no keys and values to cache")
+        return [block.att.new_kv_cache(batch_size, max_tokens) for block in self.trf_blocks]
 
 
 # --- the placeholder model ------------------------------------------------------------------------
@@ -201,11 +235,12 @@ class DummyLayerNorm(nn.Module):
 
 # --- helpers --------------------------------------------------------------------------------------
 
-def check_token_ids(idx, vocab_size, context_length=None):
+def check_token_ids(idx, vocab_size, context_length=None, check_range=True):
     """Check ``idx`` is an integer tensor of shape (batch, num_tokens) holding ids in [0, vocab_size).
 
     Cheap (one min and one max), and it turns PyTorch's "index out of range in self" into a message
-    that names the offending value and the limit.
+    that names the offending value and the limit. ``check_range=False`` skips the min and max (the
+    only part that reads the data: on a GPU it waits for it), for ids already known to be in range.
     """
     if not isinstance(idx, torch.Tensor):
         raise TypeError(f"token ids must be a torch.Tensor of shape (batch, num_tokens), got {type(idx).__name__}")
@@ -221,6 +256,8 @@ def check_token_ids(idx, vocab_size, context_length=None):
             f"sequence of {idx.shape[1]} tokens is longer than context_length={context_length}; "
             f"crop it, e.g. idx[:, -{context_length}:]"
         )
+    if not check_range:
+        return
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi

@@ -279,3 +279,36 @@ def test_top_k_and_temperature():
     fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, t, g)[:1], "wrong shape")
     fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, 1.0, g), "temperature has no effect")
     fails(ex.check_temperature_sampling, lambda lg, t, g: sample(lg, 1 / t, g), "multiplied by the temperature")
+
+
+# --- 07 ---
+
+def test_cache_update():
+    right = lambda pk, pv, nk, nv: (torch.cat((pk, nk), dim=2), torch.cat((pv, nv), dim=2))
+    assert ex.check_cache_update(right) == "cache update: correct"
+    fails(ex.check_cache_update, lambda pk, pv, nk, nv: (torch.cat((pk, nk), 1), torch.cat((pv, nv), 1)),
+          "tokens are on dim 2")
+    fails(ex.check_cache_update, lambda pk, pv, nk, nv: (torch.cat((nk, pk), 2), torch.cat((nv, pv), 2)),
+          "new tokens go after the past ones")
+    fails(ex.check_cache_update, lambda pk, pv, nk, nv: right(pk, pv, nk, nv)[::-1], "keys and values are swapped")
+    fails(ex.check_cache_update, lambda pk, pv, nk, nv: (nk, nv), "wrong shape")
+    fails(ex.check_cache_update, lambda pk, pv, nk, nv: torch.cat((pk, nk), 2), "return two tensors")
+
+
+def test_cached_positions():
+    assert ex.check_cached_positions(lambda past, n: torch.arange(past, past + n)).endswith("correct")
+    fails(ex.check_cached_positions, lambda past, n: torch.arange(n), "not from 0: start counting at past")
+    fails(ex.check_cached_positions, lambda past, n: torch.arange(past + 1, past + n + 1), "off by one")
+    fails(ex.check_cached_positions, lambda past, n: torch.arange(past, past + n).float(), "integer tensor")
+    fails(ex.check_cached_positions, lambda past, n: torch.arange(past + n), "wrong shape")
+
+
+def test_kv_cache_bytes():
+    right = lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"] * 4
+    assert ex.check_kv_cache_bytes(right).endswith("correct")
+    assert right({"n_layers": 12, "emb_dim": 768}, 1024) == 75_497_472  # 72 MiB: GPT-2 124M at 1,024 tokens
+    fails(ex.check_kv_cache_bytes, lambda cfg, n: cfg["n_layers"] * n * cfg["emb_dim"] * 4, "keys and values")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n: 2 * n * cfg["emb_dim"] * 4, "multiply by n_layers")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"], "not bytes")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n: right(cfg, cfg["context_length"]), "not context_length")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n: right(cfg, n) + 1, "expected")

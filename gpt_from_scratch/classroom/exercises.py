@@ -592,6 +592,90 @@ def check_temperature_sampling(fn):
     return _passed("temperature sampling")
 
 
+
+# --- 07: the key/value cache --------------------------------------------------------------------------
+
+def check_cache_update(fn):
+    """``fn(past_keys, past_values, new_keys, new_values) -> (keys, values)``: one layer's cache update.
+
+    All tensors are ``(batch, num_heads, tokens, head_dim)``; the result holds the past tokens followed
+    by the new ones, ``(batch, num_heads, past + new, head_dim)`` each."""
+    g = _gen(18)
+    for past, new in ((2, 2), (3, 1), (0, 3)):  # equal sizes first: a concatenation on the wrong dim still runs
+        pk, pv = torch.randn(2, 3, past, 4, generator=g), torch.randn(2, 3, past, 4, generator=g)
+        nk, nv = torch.randn(2, 3, new, 4, generator=g), torch.randn(2, 3, new, 4, generator=g)
+        got = _call(fn, pk.clone(), pv.clone(), nk.clone(), nv.clone(), what="cache_update")
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            _fail("return two tensors, (keys, values)")
+        keys, values = (_tensor(t, "cache_update") for t in got)
+        expected_k, expected_v = torch.cat((pk, nk), dim=2), torch.cat((pv, nv), dim=2)
+        case = f"(past={past} tokens, {new} new)"
+        if keys.shape != expected_k.shape:
+            hint = ("; the tokens are on dim 2 of (batch, num_heads, tokens, head_dim)"
+                    if keys.numel() == expected_k.numel() else "")
+            _fail(f"the keys have the wrong shape {case}: expected {tuple(expected_k.shape)}, "
+                  f"got {tuple(keys.shape)}{hint}")
+        if past and _close(keys, torch.cat((nk, pk), dim=2)):
+            _fail(f"the new tokens go after the past ones: torch.cat((past, new), dim=2) {case}")
+        if _close(keys, expected_v) and _close(values, expected_k):
+            _fail(f"keys and values are swapped {case}")
+        if not _close(keys, expected_k):
+            _fail(f"the keys differ from the past keys followed by the new keys {case}")
+        _shape(values, expected_v.shape, f"the values {case}")
+        if not _close(values, expected_v):
+            _fail(f"the values differ from the past values followed by the new values {case}")
+    return _passed("cache update")
+
+
+def check_cached_positions(fn):
+    """``fn(past, num_new) -> (num_new,)`` LongTensor: the position ids of ``num_new`` tokens fed after
+    ``past`` cached ones, ready for ``pos_emb``."""
+    for past, new in ((0, 4), (4, 1), (9, 3)):
+        got = _tensor(_call(fn, past, new, what="cached_positions"), "cached_positions")
+        expected = torch.arange(past, past + new)
+        _shape(got, expected.shape, f"the positions for {new} new token(s) after {past} cached")
+        if got.dtype.is_floating_point:
+            _fail("position ids index the embedding table: use an integer tensor (torch.arange gives one)")
+        if torch.equal(got, expected):
+            continue
+        if past and torch.equal(got, torch.arange(new)):
+            _fail(f"after {past} cached tokens the new ones are at positions {expected.tolist()}, not from 0: "
+                  f"start counting at past")
+        if torch.equal(got, expected + 1):
+            _fail(f"off by one: positions start at 0, so after {past} cached tokens the next one is at "
+                  f"position {past}")
+        _fail(f"after {past} cached tokens, {new} new: expected {expected.tolist()}, got {got.tolist()}")
+    return _passed("cached positions")
+
+
+def check_kv_cache_bytes(fn):
+    """``fn(cfg, num_tokens) -> int``: bytes of the keys and values a float32 cache holds for one sequence."""
+    from ..config import GPT_CONFIG_TINY, GPT_CONFIGS
+
+    for cfg in [*GPT_CONFIGS.values(), GPT_CONFIG_TINY]:
+        for num_tokens in (1024, 7):
+            per_layer_token = cfg["emb_dim"] * 4  # one key (or value) vector of emb_dim float32 numbers
+            expected = 2 * cfg["n_layers"] * num_tokens * per_layer_token
+            got = _call(fn, dict(cfg), num_tokens, what="kv_cache_bytes")
+            if isinstance(got, torch.Tensor) and got.numel() == 1:
+                got = got.item()
+            if not isinstance(got, (int, float)) or isinstance(got, bool):
+                _fail(f"return a number of bytes, got {got!r}")
+            case = f"(emb_dim={cfg['emb_dim']}, n_layers={cfg['n_layers']}, {num_tokens} tokens)"
+            if got == expected:
+                continue
+            if got * 2 == expected:
+                _fail(f"the cache holds keys and values: twice what you counted {case}")
+            if got * cfg["n_layers"] == expected:
+                _fail(f"every layer has its own cache: multiply by n_layers {case}")
+            if got * 4 == expected:
+                _fail(f"you counted numbers, not bytes: a float32 number takes 4 bytes {case}")
+            if num_tokens != cfg["context_length"] and got == expected // num_tokens * cfg["context_length"]:
+                _fail(f"count the tokens held (num_tokens), not context_length {case}")
+            _fail(f"expected {expected:,} bytes {case}, got {got:,}: 2 x n_layers x tokens x emb_dim x 4")
+    return _passed("KV cache size")
+
+
 CHECKERS = {name: obj for name, obj in globals().items() if name.startswith("check_")}
 
 __all__ = ["ExerciseFailure", *CHECKERS]

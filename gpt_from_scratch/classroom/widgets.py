@@ -84,7 +84,9 @@ class AttentionExplorer:
 
         The weights are read with PyTorch forward hooks on each attention module's dropout, which
         receives exactly the softmax output ``(batch, num_heads, T, T)``; in eval mode dropout passes
-        it on unchanged. The hooks are removed afterwards, so the model is left as it was.
+        it on unchanged. A model built with ``use_sdpa=True`` never forms those weights (the fused
+        kernel keeps them internal), so for this one call its blocks use the explicit path. Hooks and
+        switches are undone afterwards, so the model is left as it was.
         """
         idx = text_to_token_ids(prompt, tokenizer)
         captured = []
@@ -93,14 +95,21 @@ class AttentionExplorer:
             captured.append(inputs[0][0].detach())  # the first (only) sequence: (num_heads, T, T)
 
         handles = [block.att.dropout.register_forward_hook(keep) for block in model.trf_blocks]
+        sdpa_flags = [getattr(block.att, "use_sdpa", False) for block in model.trf_blocks]
         was_training = model.training
         model.eval()
         try:
+            for block in model.trf_blocks:
+                if getattr(block.att, "use_sdpa", False):
+                    block.att.use_sdpa = False
             with torch.no_grad():
                 model(idx)
         finally:
             for handle in handles:
                 handle.remove()
+            for block, flag in zip(model.trf_blocks, sdpa_flags):
+                if flag:
+                    block.att.use_sdpa = flag
             model.train(was_training)
         if len(captured) != len(model.trf_blocks):
             raise RuntimeError(
