@@ -262,7 +262,10 @@ def test_local_files_only_with_an_empty_cache(tmp_path):
 
 
 def _offline_env(tmp_path, **extra):
-    return {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), **extra}
+    """An environment with an empty Hugging Face cache; HF_HUB_OFFLINE only when given (notebooks/conftest.py
+    sets it for nbval's kernels, in this process too)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    return {**env, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), **extra}
 
 
 def test_offline_download_fails_fast_with_one_line(tmp_path):
