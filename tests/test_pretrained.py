@@ -355,3 +355,10 @@ def test_cli_needs_exactly_one_source_of_weights(capsys):
             main(["generate", *args, "--prompt", "Hi"])
         assert exit_.value.code == 2
     assert "one of the arguments --checkpoint --pretrained --weights is required" in capsys.readouterr().err
+
+
+def test_importing_the_package_loads_neither_safetensors_nor_huggingface_hub():
+    code = ("import sys, gpt_from_scratch\n"
+            "print(sorted(m for m in ('safetensors', 'huggingface_hub', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
