@@ -269,12 +269,14 @@ def _offline_env(tmp_path, **extra):
 
 
 def test_offline_download_fails_fast_with_one_line(tmp_path):
+    # The wall time includes starting Python and importing torch, which on a busy machine takes a
+    # while; the network part is timed on its own in the next test.
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "gpt_from_scratch", "generate", "--pretrained", "gpt2", "--prompt",
          "Every effort moves you", "--max-new-tokens", "25", "--temperature", "1.5", "--top-k", "50", "--seed", "123"],
         capture_output=True, text=True, timeout=120, env=_offline_env(tmp_path, HF_HUB_OFFLINE="1"))
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 60
     assert proc.returncode == 1 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -302,24 +304,26 @@ def test_an_unreachable_hub_fails_fast_without_retrying(tmp_path):
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    code = ("import gpt_from_scratch.weights as w; w.HUB_TIMEOUT = 1\n"
+    # huggingface_hub's own retries would take more than 20 s even with a 1 s timeout.
+    code = ("import time, gpt_from_scratch.weights as w; w.HUB_TIMEOUT = 1\n"
+            "start = time.monotonic()\n"
             "try:\n    w.load_pretrained_gpt2('gpt2-medium')\n"
-            "except ConnectionError as err:\n    print(err)\n")
+            "except ConnectionError as err:\n    print(err)\n"
+            "print(time.monotonic() - start)\n")
     endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
     try:
-        start = time.monotonic()
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                               env=_offline_env(tmp_path, HF_ENDPOINT=endpoint))
-        elapsed = time.monotonic() - start
     finally:
         stop.set()
         thread.join()
         server.close()
         for conn in accepted:
             conn.close()
-    assert elapsed < 30, elapsed
-    assert proc.stdout.startswith("cannot get model.safetensors of openai-community/gpt2-medium from the Hugging "
-                                  "Face Hub (ReadTimeout"), proc.stdout + proc.stderr
+    message, elapsed = proc.stdout.strip().splitlines()
+    assert float(elapsed) < 10, elapsed
+    assert message.startswith("cannot get model.safetensors of openai-community/gpt2-medium from the Hugging "
+                                  "Face Hub (ReadTimeout"), message + proc.stderr
     assert proc.stderr == ""
 
 
