@@ -231,7 +231,7 @@ def cmd_generate(args, out=print):
         try:
             model = load_pretrained_gpt2(args.pretrained)
         except ConnectionError as err:
-            raise UserError(f"{err} (--weights PATH)") from None
+            raise UserError(f"{err}, with --weights PATH") from None
     model.eval()
     tokenizer = get_tokenizer()
     idx = text_to_token_ids(args.prompt, tokenizer)

@@ -282,7 +282,7 @@ def test_offline_download_fails_fast_with_one_line(tmp_path):
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("gpt-from-scratch generate: error: cannot get model.safetensors of "
                                "openai-community/gpt2 from the Hugging Face Hub (offline mode is on: HF_HUB_OFFLINE=1)")
-    assert lines[0].endswith("(--weights PATH)")
+    assert lines[0].endswith("instead, with --weights PATH")
 
 
 def test_an_unreachable_hub_fails_fast_without_retrying(tmp_path):
