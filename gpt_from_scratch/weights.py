@@ -144,6 +144,10 @@ def load_pretrained_gpt2(name_or_path, *, cache_dir=None, local_files_only=False
     ``FileNotFoundError`` for a missing path; ``ConnectionError`` when the weights are neither in the
     cache nor downloadable (offline, ``HF_HUB_OFFLINE=1``, the Hub unreachable), within seconds.
     """
+    if not isinstance(local_files_only, bool):
+        raise TypeError(f"local_files_only must be True or False, got {local_files_only!r}")
+    if cache_dir is not None and not isinstance(cache_dir, (str, Path)):
+        raise TypeError(f"cache_dir must be a path (str or Path) or None, got {type(cache_dir).__name__}")
     cfg = None
     size = _size_name(name_or_path) if isinstance(name_or_path, str) else None
     if size is not None:

@@ -172,6 +172,16 @@ def test_unknown_size_lists_the_valid_ones(name, hint):
         assert repr(valid) in message
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name_or_path": 124}, "name_or_path must be a GPT-2 size name or a path, got int"),
+    ({"name_or_path": "gpt2", "local_files_only": "yes"}, "local_files_only must be True or False, got 'yes'"),
+    ({"name_or_path": "gpt2", "cache_dir": 3}, "cache_dir must be a path"),
+])
+def test_arguments_of_the_wrong_type(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        load_pretrained_gpt2(**kwargs)
+
+
 def test_missing_file_or_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or directory: .*nowhere.safetensors"):
         load_pretrained_gpt2(tmp_path / "nowhere.safetensors")
