@@ -12,7 +12,8 @@ Read the modules in the order data flows through a GPT::
     checkpoint save and resume a run         (save_checkpoint, load_checkpoint)
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
-weights into a GPTModel; ``cli`` is the ``gpt-from-scratch`` command.
+weights into a GPTModel and loads OpenAI's GPT-2 from the Hub or a file (load_pretrained_gpt2);
+``cli`` is the ``gpt-from-scratch`` command.
 
 The tooling around the lessons (exercise checkers, grading, widgets, the environment doctor) lives in
 the subpackage ``gpt_from_scratch.classroom``; importing this package loads none of it, nor
@@ -72,7 +73,7 @@ from .train import (
     train_model_simple,
 )
 from .trainer import History, lr_at_step, train_model
-from .weights import load_hf_gpt2_weights
+from .weights import load_hf_gpt2_weights, load_pretrained_gpt2
 
 __version__ = "0.1.0"
 
@@ -91,7 +92,7 @@ __all__ = [
     "LayerNorm", "TransformerBlock", "check_token_ids",
     "END_OF_TEXT", "UNKNOWN", "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "get_tokenizer",
     "split_text",
-    "load_hf_gpt2_weights",
+    "load_hf_gpt2_weights", "load_pretrained_gpt2",
     "AttentionExplorer", "GenerationPlayground",
 ]
 

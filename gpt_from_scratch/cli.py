@@ -2,6 +2,7 @@
 
     gpt-from-scratch train [--corpus FILE] [--model tiny|124M|...] [--max-steps N | --epochs N] ...
     gpt-from-scratch generate --checkpoint FILE --prompt TEXT [--max-new-tokens N] [--temperature T] ...
+    gpt-from-scratch generate --pretrained gpt2 --prompt TEXT ...  # OpenAI's GPT-2 (--weights PATH: on disk)
     gpt-from-scratch student SRC_DIR OUT_DIR       # student versions of the notebooks
     gpt-from-scratch grade [--source DIR] NOTEBOOK... [--json F]  # grade submissions, offline
     gpt-from-scratch doctor                        # check this environment
@@ -24,6 +25,7 @@ from .generate import generate, text_to_token_ids, token_ids_to_text
 from .model import GPTModel
 from .tokenizer import get_tokenizer
 from .trainer import train_model
+from .weights import load_pretrained_gpt2
 
 MODELS = {"tiny": GPT_CONFIG_TINY, "124M": GPT_CONFIG_124M, "355M": GPT_CONFIG_355M, "774M": GPT_CONFIG_774M,
           "1558M": GPT_CONFIG_1558M}
@@ -101,8 +103,15 @@ def build_parser():
     t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    g = sub.add_parser("generate", help="continue a prompt with a trained checkpoint")
-    g.add_argument("--checkpoint", required=True)
+    g = sub.add_parser("generate", help="continue a prompt with a trained checkpoint or OpenAI's GPT-2")
+    source = g.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint written by train")
+    source.add_argument("--pretrained", metavar="SIZE",
+                        help="OpenAI's GPT-2, downloaded once from the Hugging Face Hub: gpt2, gpt2-medium, "
+                             "gpt2-large, gpt2-xl (or 124M, 355M, 774M, 1558M)")
+    source.add_argument("--weights", metavar="PATH",
+                        help="GPT-2's weights on disk: a .safetensors file, a directory holding "
+                             "model.safetensors (and config.json), or a .pth state dict of a GPTModel")
     g.add_argument("--prompt", required=True)
     g.add_argument("--max-new-tokens", type=_positive_int, default=50)
     g.add_argument("--temperature", type=_non_negative_float, default=1.0, help="0 = greedy (default 1.0)")
@@ -234,10 +243,20 @@ def cmd_train(args, out=print):
 
 
 def cmd_generate(args, out=print):
-    model, _ = load_checkpoint(args.checkpoint)
-    model.eval()
     if not args.prompt:
         raise UserError("--prompt is empty: give at least one word to continue from")
+    if args.checkpoint:
+        model, _ = load_checkpoint(args.checkpoint)
+    elif args.weights:
+        if not Path(args.weights).exists():
+            raise UserError(f"--weights: no such file or directory: {args.weights}")
+        model = load_pretrained_gpt2(args.weights)
+    else:
+        try:
+            model = load_pretrained_gpt2(args.pretrained)
+        except ConnectionError as err:
+            raise UserError(f"{err}, with --weights PATH") from None
+    model.eval()
     tokenizer = get_tokenizer()
     idx = text_to_token_ids(args.prompt, tokenizer)
     try:

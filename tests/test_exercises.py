@@ -312,3 +312,37 @@ def test_kv_cache_bytes():
     fails(ex.check_kv_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"], "not bytes")
     fails(ex.check_kv_cache_bytes, lambda cfg, n: right(cfg, cfg["context_length"]), "not context_length")
     fails(ex.check_kv_cache_bytes, lambda cfg, n: right(cfg, n) + 1, "expected")
+
+
+# --- 08 ---
+
+def test_split_qkv():
+    def right(w, b):
+        q, k, v = w.chunk(3, dim=-1)
+        return (q.T, k.T, v.T, *b.chunk(3))
+    assert ex.check_split_qkv(right).endswith("correct")
+    fails(ex.check_split_qkv, lambda w, b: (*w.chunk(3, dim=-1), *b.chunk(3)), "transpose it")
+    fails(ex.check_split_qkv, lambda w, b: (*[t.T for t in w.chunk(3, dim=-1)[::-1]], *b.chunk(3)),
+          "W_query holds the value block")
+    fails(ex.check_split_qkv, lambda w, b: (w[:, 0::3].T, w[:, 1::3].T, w[:, 2::3].T, *b.chunk(3)),
+          "not every third column")
+    fails(ex.check_split_qkv, lambda w, b: (*[t.T for t in w.chunk(3, dim=-1)], *b.chunk(3)[::-1]),
+          "b_query should be entries 0 to 5")
+    fails(ex.check_split_qkv, lambda w, b: right(w, b)[:3], "return six tensors")
+
+
+def test_config_from_shapes():
+    def right(shapes):
+        vocab, emb = shapes["wte.weight"]
+        blocks = {int(k.split(".")[1]) for k in shapes if k.startswith("h.")}
+        return {"vocab_size": vocab, "context_length": shapes["wpe.weight"][0], "emb_dim": emb,
+                "n_heads": emb // 64, "n_layers": max(blocks) + 1, "drop_rate": 0.0, "qkv_bias": True}
+    assert ex.check_config_from_shapes(right).endswith("correct")
+    fails(ex.check_config_from_shapes, lambda s: {**right(s), "n_layers": right(s)["n_layers"] - 1},
+          "numbered from 0")
+    fails(ex.check_config_from_shapes, lambda s: {**right(s), "n_layers": sum(k.startswith("h.") for k in s)},
+          "count the blocks")
+    fails(ex.check_config_from_shapes, lambda s: {**right(s), "n_heads": 12}, "64 wide")
+    fails(ex.check_config_from_shapes, lambda s: {**right(s), "qkv_bias": False}, "has a bias")
+    fails(ex.check_config_from_shapes, lambda s: {k: v for k, v in right(s).items() if k != "drop_rate"},
+          "no 'drop_rate'")

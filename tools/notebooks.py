@@ -23,6 +23,7 @@ figures store their static view, with GPT_FROM_SCRATCH_STATIC=1, as under nbval)
 import argparse
 import os
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -170,6 +171,9 @@ def execute(paths, timeout):
     # Widgets store their static view (a figure a reader of the file can see); notebooks/conftest.py
     # sets the same for nbval, and the grader for its runs.
     os.environ["GPT_FROM_SCRATCH_STATIC"] = "1"
+    # No GPT-2 download (notebook 08): Hugging Face's offline mode and an empty cache, as under nbval.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="notebooks-hf-cache-")
 
     for path in paths:
         nb = nbformat.read(path, as_version=4)

@@ -676,6 +676,86 @@ def check_kv_cache_bytes(fn):
     return _passed("KV cache size")
 
 
+# --- notebook 08: loading OpenAI's GPT-2 ---------------------------------------------------------------
+
+def check_split_qkv(fn):
+    """``fn(c_attn_weight, c_attn_bias) -> (W_query, W_key, W_value, b_query, b_key, b_value)``.
+
+    ``c_attn_weight`` is Conv1D's ``(d, 3d)``, ``c_attn_bias`` ``(3d,)``; the weights must come out in
+    ``nn.Linear``'s orientation ``(d, d)`` (out, in), the biases ``(d,)``.
+    """
+    d = 6
+    g = _gen(18)
+    weight, bias = torch.randn(d, 3 * d, generator=g), torch.randn(3 * d, generator=g)
+    got = _call(fn, weight.clone(), bias.clone(), what="your split")
+    if not isinstance(got, (tuple, list)) or len(got) != 6:
+        _fail("return six tensors: W_query, W_key, W_value, b_query, b_key, b_value")
+    for t, name in zip(got, ("W_query", "W_key", "W_value", "b_query", "b_key", "b_value")):
+        _tensor(t, f"{name} from your split")
+    names = ("query", "key", "value")
+    parts_w, parts_b = weight.chunk(3, dim=-1), bias.chunk(3)
+    for i, (w, b) in enumerate(zip(got[:3], got[3:])):
+        _shape(b, (d,), f"b_{names[i]}")
+        _shape(w, (d, d), f"W_{names[i]}")
+        if _close(w, parts_w[i]):
+            _fail(f"W_{names[i]} is Conv1D's (in, out) block; nn.Linear stores (out, in): transpose it")
+        if not _close(w, parts_w[i].T):
+            for j in range(3):
+                if j != i and (_close(w, parts_w[j].T) or _close(w, parts_w[j])):
+                    _fail(f"W_{names[i]} holds the {names[j]} block: c_attn's columns are query, key, value in "
+                          f"that order, {d} each")
+            if _close(w, weight[:, i::3].T) or _close(w, weight[:, i::3]):
+                _fail("query, key and value are three consecutive blocks of columns, not every third column")
+            _fail(f"W_{names[i]} should be columns {i * d} to {(i + 1) * d - 1} of c_attn's weight, transposed")
+        if not _close(b, parts_b[i]):
+            _fail(f"b_{names[i]} should be entries {i * d} to {(i + 1) * d - 1} of c_attn's bias")
+    x = torch.randn(2, d, generator=g)
+    fused = x @ weight + bias  # what GPT-2's c_attn computes, (2, 3d)
+    ours = torch.cat([F.linear(x, w, b) for w, b in zip(got[:3], got[3:])], dim=-1)
+    if not _close(ours, fused):
+        _fail("three nn.Linear layers with your weights do not compute what c_attn computes")
+    return _passed("query/key/value split")
+
+
+def check_config_from_shapes(fn):
+    """``fn(shapes) -> cfg``: a GPTModel config read off ``{key: shape}`` of a Hub-layout GPT-2 file."""
+    from ..config import GPT_CONFIG_124M, GPT_CONFIG_355M
+    from ..weights import hub_layout_shapes
+
+    small = {**GPT_CONFIG_124M, "vocab_size": 300, "context_length": 16, "n_layers": 3}
+    for cfg in (GPT_CONFIG_355M, small):
+        shapes = hub_layout_shapes(cfg)
+        for i in range(cfg["n_layers"]):  # the Hub's files also hold each block's mask buffer
+            shapes[f"h.{i}.attn.bias"] = (1, 1, cfg["context_length"], cfg["context_length"])
+        expected = {**cfg, "drop_rate": 0.0, "qkv_bias": True}
+        got = _call(fn, dict(shapes), what="your function")
+        if not isinstance(got, dict):
+            _fail(f"return a config dict like GPT_CONFIG_124M, got {type(got).__name__}")
+        for key, value in expected.items():
+            if key not in got:
+                _fail(f"your config has no {key!r}; it needs all of GPT_CONFIG_124M's keys")
+            if got[key] != value:
+                hint = ""
+                if key == "n_layers" and got[key] == value - 1:
+                    hint = ": blocks are numbered from 0, so the count is the largest number + 1"
+                elif key == "n_layers" and got[key] == value * 13:
+                    hint = ": count the blocks (distinct numbers in 'h.N.'), not the keys"
+                elif key in ("vocab_size", "emb_dim") and got[key] == expected["emb_dim" if key == "vocab_size" else "vocab_size"]:
+                    hint = ": wte.weight is (vocab_size, emb_dim)"
+                elif key == "n_heads":
+                    hint = f": GPT-2's heads are 64 wide, so a width of {cfg['emb_dim']} has {cfg['emb_dim'] // 64} heads"
+                elif key == "qkv_bias":
+                    hint = ": GPT-2's query/key/value projection has a bias (h.N.attn.c_attn.bias)"
+                elif key == "drop_rate":
+                    hint = ": a model loaded for inference uses drop_rate 0.0"
+                _fail(f"for a GPT-2 of width {cfg['emb_dim']} with {cfg['n_layers']} blocks, {key} should be "
+                      f"{value!r}, got {got[key]!r}{hint}")
+        extra = [k for k in got if k not in expected]
+        if extra:
+            _fail(f"your config has keys GPTModel does not know: {extra}")
+    return _passed("config from shapes")
+
+
 CHECKERS = {name: obj for name, obj in globals().items() if name.startswith("check_")}
 
 __all__ = ["ExerciseFailure", *CHECKERS]
