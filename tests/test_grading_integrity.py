@@ -179,3 +179,39 @@ def test_grade_source_errors(tmp_path, capsys):
     empty.mkdir()
     assert main(["grade", "--source", str(empty), str(nb)]) == 1
     assert "no notebooks" in capsys.readouterr().err
+
+
+def test_guard_undoes_and_reports_tampering_in_process(tmp_path, monkeypatch):
+    """The guard's logic without a kernel: what notebook runs above exercise end to end."""
+    import torch
+
+    from gpt_from_scratch.classroom import exercises, guard
+
+    monkeypatch.setattr(torch, "allclose", torch.allclose)  # put back at teardown whatever happens
+    monkeypatch.setattr(exercises, "_call", exercises._call)
+    log = tmp_path / "checks.jsonl"
+    guard.install(log)
+
+    def records():
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    right = lambda n, m, s: (n - m - 1) // s + 1  # noqa: E731
+    namespace = {"num_windows": lambda n, m, s: 0, "check_num_windows": lambda fn: "correct"}
+    exercises._call = lambda fn, *args, what="": right(*args)  # the checker's helper patched before the check
+    with pytest.raises(exercises.ExerciseFailure, match="you say 0"):
+        guard.run_check("num_windows", "print(check_num_windows(num_windows))", namespace)
+    assert namespace["check_num_windows"] is exercises.check_num_windows
+    record = records()[-1]
+    assert not record["passed"] and set(record["tampering"]) == {
+        "gpt_from_scratch.classroom.exercises._call was replaced",
+        "checker check_num_windows replaced by the submission"}
+
+    def sneaky(n, m, s):  # right, but patches torch while it is being checked
+        torch.allclose = lambda *args, **kwargs: True
+        return right(n, m, s)
+    guard.run_check("num_windows", "check_num_windows(sneaky)", {**namespace, "sneaky": sneaky})
+    record = records()[-1]
+    assert not record["passed"] and record["error"] == "Tampering"
+    assert record["tampering"] == ["during the check: torch.allclose was replaced"]
+    guard.run_check("num_windows", "check_num_windows(right)", {"right": right})
+    assert records()[-1]["passed"] and records()[-1]["tampering"] == []

@@ -13,6 +13,7 @@ A check cell in a notebook is one line, e.g. ``check_causal_softmax(causal_softm
 
 import math
 import sys
+import types
 
 import torch
 import torch.nn.functional as F
@@ -43,39 +44,71 @@ def _call(fn, *args, what="your function"):
         _fail(f"{what} raised {type(err).__name__}: {err}")
 
 
+class _ForbiddenCall(ExerciseFailure):
+    """Raised by a tripwire: the learner's function called something the exercise rules out."""
+
+
+_TRIPPED = []
+
+
+def _tripped(label):
+    _TRIPPED.append(label)
+    raise _ForbiddenCall(label)
+
+
+def _tripwire(label):
+    """Code that, put in place of a function's own, reports a call to it (it only needs builtins)."""
+    namespace = {}
+    exec(f"def tripwire(*args, **kwargs):\n"  # noqa: S102 - fixed text, no learner input
+         f"    __import__('gpt_from_scratch.classroom.exercises', fromlist=['_'])._tripped({label!r})", namespace)
+    return namespace["tripwire"].__code__
+
+
 def _call_without(fn, *args, forbidden, what="your function"):
     """``_call(fn, *args)``, failing if ``fn`` called one of the ``forbidden`` functions on the way.
 
-    ``forbidden`` maps a name a learner recognises to the functions it covers: Python functions are
-    recognised by their code object (or, for a name given as a string, the function's name, e.g. the
-    learner's own ``greedy_step``), C functions and tensor methods by their name. A profile hook
-    (``sys.setprofile``) sees every call made while ``fn`` runs."""
-    codes, names, seen = {}, {}, []
+    ``forbidden`` maps a name a learner recognises to the functions it covers. A Python function gets a
+    tripwire in place of its code while ``fn`` runs; a name given as a string is a function of the
+    learner's own notebook (looked up in ``fn``'s globals, e.g. ``greedy_step``). C functions and
+    tensor methods (``torch.softmax`` also covers ``x.softmax``) are seen by a profile hook
+    (``sys.setprofile``), used only when the exercise forbids one, as it slows every call down."""
+    swaps, names = [], {}
     for label, targets in forbidden.items():
         for target in targets:
             if isinstance(target, str):
-                names[target] = label
-            elif hasattr(target, "__code__"):
-                codes[target.__code__] = label
+                target = getattr(fn, "__globals__", {}).get(target)
+                if not isinstance(target, types.FunctionType):
+                    continue
+            if isinstance(target, types.FunctionType):
+                if not target.__code__.co_freevars:
+                    swaps.append((target, target.__code__, _tripwire(label)))
             else:
                 names[target.__name__] = label
+    seen = []
 
     def hook(frame, event, arg):
-        if event == "call":
-            label = codes.get(frame.f_code) or names.get(frame.f_code.co_name)
-        elif event == "c_call":
+        if event == "c_call":
             label = names.get(getattr(arg, "__name__", None))
-        else:
-            return
-        if label and label not in seen:
-            seen.append(label)
+            if label and label not in seen:
+                seen.append(label)
 
+    _TRIPPED.clear()
     previous = sys.getprofile()
-    sys.setprofile(hook)
+    for target, _, tripwire in swaps:
+        target.__code__ = tripwire
+    if names:
+        sys.setprofile(hook)
     try:
         result = _call(fn, *args, what=what)
+    except _ForbiddenCall:
+        result = None
     finally:
-        sys.setprofile(previous)
+        if names:
+            sys.setprofile(previous)
+        for target, code, _ in swaps:
+            target.__code__ = code
+    seen = _TRIPPED[:1] + seen
+    _TRIPPED.clear()
     if seen:
         _fail(f"{what} calls {seen[0]}; the exercise asks you to compute this yourself, without it")
     return result
@@ -508,8 +541,9 @@ def check_replay_choices(fn):
 
 # --- 06: pretraining and sampling --------------------------------------------------------------------
 
-_CROSS_ENTROPY_HELPERS = {"F.cross_entropy": [F.cross_entropy, "cross_entropy_loss"], "nll_loss": [F.nll_loss, "nll_loss"],
-                          "softmax": [F.softmax, "softmax"], "log_softmax": [F.log_softmax, "log_softmax"]}
+_CROSS_ENTROPY_HELPERS = {"F.cross_entropy": [F.cross_entropy, torch._C._nn.cross_entropy_loss],
+                          "nll_loss": [F.nll_loss, torch._C._nn.nll_loss],
+                          "softmax": [F.softmax, torch.softmax], "log_softmax": [F.log_softmax, torch.log_softmax]}
 
 
 def check_cross_entropy(fn):

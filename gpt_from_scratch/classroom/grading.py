@@ -348,7 +348,8 @@ def _verdict(ex, plan, record, sha, timed_out, cell_timeout, died):
     result = {"id": ex["id"], "points": ex["points"], "passed": False, "missing": plan["missing"],
               "message": None, "tampering": list(plan["notes"])}
     if plan["missing"]:
-        result["message"] = "missing from the submission (its solution cell was deleted): 0 points"
+        result["message"] = ("its solution cell is not in the submission (looked for by nbgrader id, cell id and "
+                             "first line): 0 points")
         return result
     solution_error = None
     for cell in plan["solutions"]:

@@ -67,13 +67,21 @@ def _functions(namespace):
     return out
 
 
+def _watch(label, name, value):
+    """Functions, classes and modules are watched; plain data (a lazily filled cache, a constant) is not,
+    so a checker that keeps state in a module global is not mistaken for tampering."""
+    if name in _KERNEL_MANAGED.get(label, ()):
+        return False
+    return callable(value) or isinstance(value, (types.ModuleType, classmethod, staticmethod, property))
+
+
 def install(log_path):
     """Keep the genuine objects; called by the grader's first cell, before any student code runs."""
     from . import exercises
 
     _STATE.clear()
     _STATE["log"] = str(log_path)
-    _STATE["spaces"] = [(label, ns, {k: v for k, v in vars(ns).items() if k not in _KERNEL_MANAGED.get(label, ())})
+    _STATE["spaces"] = [(label, ns, {k: v for k, v in vars(ns).items() if _watch(label, k, v)})
                         for label, ns in _watched()]
     _STATE["code"] = [(label, _functions(ns)) for label, ns, _ in _STATE["spaces"]]
     _STATE["checkers"] = {name: obj for name, obj in vars(exercises).items() if name.startswith("check_")}
