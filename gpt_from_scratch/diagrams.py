@@ -19,8 +19,6 @@ Each figure is laid out in inches (one axis unit = one inch, font sizes in point
 10 inches wide, so that text keeps a readable size at a notebook's width.
 """
 
-import math
-
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
@@ -70,6 +68,8 @@ FILL = {"tensor": _tint(PALETTE["tensor"], 0.22), "weight": _tint(PALETTE["weigh
 # Drawing primitives: a canvas in inches, boxes of the three kinds, arrows with labels, the legend.
 
 def _canvas(width, height, title=None):
+    """A figure of ``width`` x ``height`` inches whose data coordinates are inches, without axes."""
+    width, height = round(width, 1), round(height, 1)  # whole pixels at 100 dpi: "<Figure size 960x740 ...>"
     fig = plt.figure(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
@@ -99,9 +99,9 @@ def _box(ax, cx, cy, w, h, text, kind, sub=None, fontsize=FONT, dashed=False, ed
 
 
 def _arrow(ax, start, end, label=None, side="right", color=None, lw=1.5, dashed=False, label_offset=0.12,
-           fontsize=SMALL, head=True):
+           fontsize=SMALL):
     """A straight arrow from ``start`` to ``end``; ``label`` (a shape, usually) beside its middle."""
-    arrow = FancyArrowPatch(start, end, arrowstyle="-|>,head_length=6,head_width=3.5" if head else "-",
+    arrow = FancyArrowPatch(start, end, arrowstyle="-|>,head_length=6,head_width=3.5",
                             color=color or PALETTE["grey"], lw=lw, shrinkA=0, shrinkB=0, zorder=1,
                             linestyle=(0, (4, 3)) if dashed else "solid", mutation_scale=1.2)
     ax.add_patch(arrow)
@@ -192,12 +192,14 @@ def draw_token_pipeline(text="Every effort moves you forward", max_length=4, emb
 
     y_text, y_tok, y_ids, y_x, y_y = 6.9, 5.75, 4.95, 3.95, 3.3
     stage(y_text, "text")
-    text_w = min(W - left - 0.3, 0.105 * len(text) + 0.6)
-    _box(ax, left + 0.15 + text_w / 2, y_text, text_w, bh, repr(text), "tensor")
-    _box(ax, left + 0.15 + text_w / 2, (y_text + y_tok) / 2, 2.4, 0.34, "tokenizer.encode (BPE)", "op",
-         fontsize=SMALL)
-    _arrow(ax, (left + 0.15 + text_w / 2, y_text - bh / 2), (left + 0.15 + text_w / 2, y_text - 0.38))
-    _arrow(ax, (left + 0.15 + text_w / 2, (y_text + y_tok) / 2 - 0.17), (left + 0.15 + text_w / 2, y_tok + bh / 2 + 0.02))
+    shown = repr(text if len(text) <= 60 else text[:57] + "…")
+    text_w = 0.105 * len(shown) + 0.4
+    tx = left + 0.15 + text_w / 2                 # the centre of the text box
+    _box(ax, tx, y_text, text_w, bh, shown, "tensor")
+    y_enc = (y_text + y_tok) / 2
+    _box(ax, tx, y_enc, 2.4, 0.34, "tokenizer.encode (BPE)", "op", fontsize=SMALL)
+    _arrow(ax, (tx, y_text - bh / 2), (tx, y_enc + 0.17))
+    _arrow(ax, (tx, y_enc - 0.17), (tx, y_tok + bh / 2 + 0.02))
 
     stage(y_tok, "tokens")
     stage(y_ids, "token ids")
@@ -546,7 +548,7 @@ def draw_gpt_model(cfg, batch_size=None, num_tokens=None, placeholder=False):
     }
     for key, note in notes.items():
         ax.text(note_x, ys[key], note, fontsize=SMALL, va="center", color=PALETTE["grey"])
-    _legend(ax, 0.2, 0.0 + 0.15, extra="dashed: placeholder" if placeholder else None)
+    _legend(ax, 0.2, 0.15, extra="dashed: placeholder" if placeholder else None)
     ax.set_ylim(-0.1, H)
     return fig
 

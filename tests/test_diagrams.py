@@ -21,6 +21,8 @@ CASES = {
     "token_pipeline": (dg.draw_token_pipeline, {}),
     "token_pipeline_long": (dg.draw_token_pipeline, {"text": "In the heart of the city stood the old library",
                                                      "max_length": 8, "emb_dim": 768, "batch_size": 2}),
+    "token_pipeline_very_long": (dg.draw_token_pipeline, {"text": "Tobias Wren opened the green door at eight "
+                                                          "o'clock every morning, as his father had done"}),
     "attention_one_query": (dg.draw_attention_one_query, {}),
     "attention_weights": (dg.draw_attention_one_query, {"query": 5, "weights": [0.1, 0.2, 0.3, 0.1, 0.1, 0.2]}),
     "attention_ten_tokens": (dg.draw_attention_one_query, {"tokens": list("abcdefghij"), "query": 9}),
