@@ -14,6 +14,7 @@ file or the value, with exit code 1 (2 for a malformed command line), and no tra
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -266,6 +267,7 @@ def _train(args, device, world, out):
     if history is not None:
         out(f"resuming from {args.resume} at step {history.step}")
 
+    started, tokens_before = time.perf_counter(), history.total_tokens if history is not None else 0
     history = train_model(
         trained, train_loader, val_loader, optimizer, device=device, num_epochs=epochs, eval_freq=args.eval_every,
         eval_iter=args.eval_batches or min(len(val_loader), 50), start_context=args.prompt,
@@ -277,6 +279,11 @@ def _train(args, device, world, out):
     if world.is_main:  # one writer; save_checkpoint writes a temporary file, then renames it
         save_checkpoint(args.out, model, optimizer, step=history.step, history=history,
                         extra={"processes": world.size, "batch_size": args.batch_size, "grad_accum": args.grad_accum})
+    seconds = time.perf_counter() - started
+    out(f"{history.total_tokens - tokens_before:,} tokens in {seconds:.0f} s: "
+        f"{(history.total_tokens - tokens_before) / seconds:,.0f} tokens/s (evaluations included)")
+    if device.type == "cuda":
+        out(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GB (rank 0)")
     if history.val_losses:
         out(f"final: train loss {history.train_losses[-1]:.3f}, val loss {history.val_losses[-1]:.3f}")
     out(f"saved {args.out} (step {history.step})")
