@@ -312,8 +312,8 @@ def cmd_generate(args, out=print):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "prepare": cmd_prepare, "generate": cmd_generate, "student": cmd_student, "grade": cmd_grade,
-                "doctor": cmd_doctor}
+    commands = {"train": cmd_train, "generate": cmd_generate, "student": cmd_student, "grade": cmd_grade,
+                "doctor": cmd_doctor, "prepare": cmd_prepare}
     try:
         return commands[args.command](args) or 0
     except (UserError, FileNotFoundError, ValueError) as err:

@@ -5,6 +5,9 @@ A language model learns to predict the next token. From token ids ``[t0, t1, t2,
 window moved one token to the right, ``[t_{i+1}, ..., t_{i+max_length}]``: at every position the target
 is the token that follows. The window then slides ``stride`` tokens; ``stride == max_length`` gives
 non-overlapping windows, a smaller stride makes them overlap.
+
+The second half of the file does the same for corpora larger than memory: ``prepare_token_files``
+writes the token ids once to disk, ``TokenFileDataset`` reads its windows through ``np.memmap``.
 """
 
 from pathlib import Path

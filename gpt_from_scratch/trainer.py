@@ -127,7 +127,6 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
     history = history if history is not None else History()
     world = current_world()
     scaler = grad_scaler(device, precision)
-    no_sync = getattr(model, "no_sync", contextlib.nullcontext)  # DDP: skip the gradient averaging
     start_step = step = history.step
     bar = tqdm(total=total_steps, initial=start_step, desc="training", disable=not progress or not world.is_main)
     say = print_fn if world.is_main else (lambda *_: None)
@@ -147,21 +146,9 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at_step(step, group["initial_lr"], total_steps, warmup_steps, min_lr,
                                              cosine_decay)
-            optimizer.zero_grad()
-            for k, (inputs, targets) in enumerate(micro_batches):
-                # Gradients add up in .grad over the K batches; DDP averages them over the processes
-                # once, in the backward pass of the last one.
-                with no_sync() if k < grad_accum - 1 else contextlib.nullcontext():
-                    with autocast(device, precision):
-                        loss = calc_loss_batch(inputs, targets, model, device) / grad_accum
-                    scaler.scale(loss).backward()  # fp16: loss x scale, so small gradients survive
-            if grad_clip is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)  # fp16: skips the step if a gradient overflowed
-            scaler.update()
+            _optimizer_step(model, micro_batches, optimizer, scaler, device, precision, grad_clip)
             history.learning_rates.append(optimizer.param_groups[0]["lr"])
-            history.total_tokens += inputs.numel() * grad_accum * world.size
+            history.total_tokens += sum(inputs.numel() for inputs, _ in micro_batches) * world.size
             step = history.step = step + 1
             bar.update(1)
 
@@ -178,7 +165,7 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
                 bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
                 if log_evals:
                     say(f"step {step}: train loss {train_loss:.3f}, val loss {val_loss:.3f}")
-        if start_context is not None and (step % steps_per_epoch == 0 or step >= total_steps):
+        if start_context is not None and world.is_main and (step % steps_per_epoch == 0 or step >= total_steps):
             plain = getattr(raw_model, "_orig_mod", raw_model)  # torch.compile's original, for any length
             sample = generate_sample(plain, tokenizer, start_context, sample_tokens, device)
             history.samples.append(sample)
@@ -187,6 +174,24 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
             break
     bar.close()
     return history
+
+
+def _optimizer_step(model, micro_batches, optimizer, scaler, device, precision, grad_clip):
+    """One optimizer step from K batches: the loss of each divided by K, so that the gradients, which
+    add up in ``.grad``, are those of the mean loss. A ``DistributedDataParallel`` model averages the
+    gradients over the processes in the backward pass of the last batch only (``no_sync`` on the others)."""
+    no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+    optimizer.zero_grad()
+    for k, (inputs, targets) in enumerate(micro_batches):
+        with no_sync() if k < len(micro_batches) - 1 else contextlib.nullcontext():
+            with autocast(device, precision):  # matrix products in bf16/fp16, the loss in float32
+                loss = calc_loss_batch(inputs, targets, model, device) / len(micro_batches)
+            scaler.scale(loss).backward()  # fp16: loss x scale, so that small gradients survive
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)  # fp16: skipped if a gradient overflowed (and the scale lowered)
+    scaler.update()
 
 
 def _in_groups(loader, k):
