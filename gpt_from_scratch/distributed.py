@@ -16,6 +16,7 @@ tells each, through environment variables, who it is: ``RANK`` (0 .. N-1 over al
 Nothing here is home-made: these are thin conveniences over ``torch.distributed``.
 """
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -70,15 +71,18 @@ def current_world():
 def wrap_ddp(model, device, world):
     """``DistributedDataParallel(model)`` when several processes run, else ``model``.
 
-    ``broadcast_buffers=False``: the only buffers are the causal masks, equal everywhere, so there is
-    nothing to copy from rank 0 before each forward pass.
+    No buffer sync before each forward pass (``broadcast_buffers=False``, in newer PyTorch
+    ``forward_sync_buffers=False``): the only buffers are the causal masks, equal everywhere.
     """
     if world.size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    # Newer PyTorch renamed the option (and warns about the old name).
+    options = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = {"forward_sync_buffers" if "forward_sync_buffers" in options else "broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=device_ids, **no_buffer_sync)
 
 
 def mean_over_processes(values, device):
