@@ -258,6 +258,9 @@ def read_token_files_meta(data_dir):
         raise ValueError(f"{meta_path} is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != TOKEN_FILES_FORMAT:
         raise ValueError(f"{meta_path} is not token-file metadata (expected format {TOKEN_FILES_FORMAT!r})")
+    missing = [key for key in ("vocab_size", "train_tokens", "val_tokens") if not isinstance(meta.get(key), int)]
+    if missing:
+        raise ValueError(f"{meta_path} lacks the integer field(s) {', '.join(missing)}")
     for split in ("train", "val"):
         path = data_dir / f"{split}.bin"
         if not path.is_file():

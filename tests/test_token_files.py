@@ -153,6 +153,12 @@ def test_train_data_errors(prepared, tmp_path, capsys):
     (broken / "meta.json").write_text(json.dumps({**meta, "vocab_size": 60000}))
     assert main(["train", "--data", str(broken), "--no-progress"]) == 1
     assert "60000-token vocabulary, but the model's vocab_size is 50257" in capsys.readouterr().err
+    (broken / "meta.json").write_text(json.dumps({"format": meta["format"], "vocab_size": 50257}))
+    assert main(["train", "--data", str(broken), "--no-progress"]) == 1
+    assert "lacks the integer field(s) train_tokens, val_tokens" in capsys.readouterr().err
+    (broken / "meta.json").write_text("{not json")
+    assert main(["train", "--data", str(broken), "--no-progress"]) == 1
+    assert "meta.json is not valid JSON" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--no-progress"]) == 1
     assert "meta.json not found" in capsys.readouterr().err
     assert main(["prepare", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 1
