@@ -279,9 +279,9 @@ def _train(args, device, world, out):
     if world.is_main:  # one writer; save_checkpoint writes a temporary file, then renames it
         save_checkpoint(args.out, model, optimizer, step=history.step, history=history,
                         extra={"processes": world.size, "batch_size": args.batch_size, "grad_accum": args.grad_accum})
-    seconds = time.perf_counter() - started
-    out(f"{history.total_tokens - tokens_before:,} tokens in {seconds:.0f} s: "
-        f"{(history.total_tokens - tokens_before) / seconds:,.0f} tokens/s (evaluations included)")
+    tokens, seconds = history.total_tokens - tokens_before, time.perf_counter() - started
+    out(f"{tokens:,} tokens in {seconds:.0f} s: {tokens / seconds:,.{0 if tokens >= 10 * seconds else 2}f} tokens/s "
+        "(evaluations and compilation included)")
     if device.type == "cuda":
         out(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GB (rank 0)")
     if history.val_losses:
