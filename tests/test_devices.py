@@ -171,7 +171,8 @@ def test_each_choice_is_described_once():
     lines = describe_setup(CPU, "bf16", False, True, world_size=2, grad_accum=3, batch_size=4, context=16)
     assert lines[0].startswith("device: cpu (") and lines[1] == "precision: bf16 (bfloat16 autocast)"
     assert lines[2:] == ["compile: off", "optimizer: AdamW (fused)",
-                         "processes: 2, gradient accumulation: 3: 4 x 2 x 3 = 24 sequences of 16 tokens per optimizer step"]
+                         "processes: 2, gradient accumulation: 3: 4 x 2 x 3 = 24 sequences of 16 tokens "
+                         "per optimizer step"]
 
 
 @pytest.mark.parametrize("args, code, message", [
