@@ -10,6 +10,8 @@ Read the modules in the order data flows through a GPT::
     train      the loss and the simple loop  (calc_loss_batch, train_model_simple, ...)
     trainer    the full training loop        (train_model: schedule, clipping, resuming)
     checkpoint save and resume a run         (save_checkpoint, load_checkpoint)
+    devices    GPUs, mixed precision, compile (resolve_device, resolve_precision, ...)
+    distributed  several processes: DDP under torchrun
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
 weights into a GPTModel and loads OpenAI's GPT-2 from the Hub or a file (load_pretrained_gpt2);
@@ -40,7 +42,8 @@ from .config import (
     validate_config,
 )
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .data import GPTDatasetV1, create_dataloader, create_dataloader_v1, load_sample_text
+from .data import (GPTDatasetV1, TokenFileDataset, create_dataloader, create_dataloader_v1, load_sample_text,
+                   prepare_token_files)
 from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text, top_k_filter
 from .model import (
     GELU,
@@ -83,6 +86,7 @@ __all__ = [
     "GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIG_TINY", "GPT_CONFIGS",
     "validate_config",
     "GPTDatasetV1", "create_dataloader", "create_dataloader_v1", "load_sample_text",
+    "TokenFileDataset", "prepare_token_files",
     "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter",
     "load_checkpoint", "read_checkpoint", "save_checkpoint",
     "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample", "generate_sample",

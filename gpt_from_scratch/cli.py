@@ -1,6 +1,8 @@
 """The ``gpt-from-scratch`` command (also ``python -m gpt_from_scratch``).
 
-    gpt-from-scratch train [--corpus FILE] [--model tiny|124M|...] [--max-steps N | --epochs N] ...
+    gpt-from-scratch train [--corpus FILE | --data DIR] [--model tiny|124M|...] [--max-steps N | --epochs N] ...
+    gpt-from-scratch prepare CORPUS... --out DIR   # tokenize a large corpus into uint16 files for --data
+    torchrun --nproc_per_node N -m gpt_from_scratch train ...   # N processes (DDP)
     gpt-from-scratch generate --checkpoint FILE --prompt TEXT [--max-new-tokens N] [--temperature T] ...
     gpt-from-scratch generate --pretrained gpt2 --prompt TEXT ...  # OpenAI's GPT-2 (--weights PATH: on disk)
     gpt-from-scratch student SRC_DIR OUT_DIR       # student versions of the notebooks
@@ -13,6 +15,7 @@ file or the value, with exit code 1 (2 for a malformed command line), and no tra
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +23,10 @@ import torch
 from . import checks
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY
-from .data import SAMPLE_TEXT_FILE, create_dataloader
+from .data import (SAMPLE_TEXT_FILE, GPTDatasetV1, TokenFileDataset, prepare_token_files,
+                   read_token_files_meta)
+from .devices import PRECISIONS, compile_model, describe_setup, make_adamw, resolve_device, resolve_precision
+from .distributed import distributed_loader, init_distributed, shutdown_distributed, wrap_ddp
 from .generate import generate, text_to_token_ids, token_ids_to_text
 from .model import GPTModel
 from .tokenizer import get_tokenizer
@@ -59,6 +65,7 @@ _positive_int = _argument(int, checks.positive_int)
 _non_negative_int = _argument(int, checks.non_negative_int)
 _non_negative_float = _argument(float, lambda name, v: checks.number(name, v, low=0))
 _positive_float = _argument(float, lambda name, v: checks.number(name, v, low=0, low_open=True))
+_dropout = _argument(float, lambda name, v: checks.number(name, v, low=0, high=1, high_open=True))
 _fraction = _argument(float, lambda name, v: checks.number(name, v, low=0, high=1, low_open=True, high_open=True))
 
 
@@ -82,26 +89,43 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="pretrain a GPT on a text file and save a checkpoint")
-    t.add_argument("--corpus", default=str(SAMPLE_TEXT_FILE), help="UTF-8 text file (default: the bundled story)")
+    source = t.add_mutually_exclusive_group()
+    source.add_argument("--corpus", default=str(SAMPLE_TEXT_FILE), help="UTF-8 text file (default: the bundled story)")
+    source.add_argument("--data", metavar="DIR", help="a folder written by 'prepare' (read through np.memmap)")
     t.add_argument("--model", choices=list(MODELS), default="tiny",
                    help="model size (default tiny: trains in seconds on a CPU; 124M and up are GPT-2's sizes)")
     t.add_argument("--context-length", type=_positive_int, help="override the model's context length")
+    t.add_argument("--dropout", type=_dropout, help="override the model's dropout rate (drop_rate)")
     steps = t.add_mutually_exclusive_group()
     steps.add_argument("--max-steps", type=_positive_int, help="stop after this many optimizer steps")
     steps.add_argument("--epochs", type=_positive_int, help="passes over the training text (default 10)")
-    t.add_argument("--batch-size", type=_positive_int, default=8)
+    t.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per batch and process (default 8)")
+    t.add_argument("--grad-accum", type=_positive_int, default=1, metavar="K",
+                   help="batches per optimizer step, their gradients added up (default 1)")
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate of AdamW (default 1e-3)")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.1)
     t.add_argument("--warmup-steps", type=_non_negative_int, default=0)
     t.add_argument("--cosine", action="store_true", help="cosine learning-rate decay after warmup")
     t.add_argument("--grad-clip", type=_positive_float, help="clip the gradient norm to this value")
     t.add_argument("--eval-every", type=_positive_int, default=10, help="evaluate every N steps (default 10)")
+    t.add_argument("--eval-batches", type=_positive_int,
+                   help="batches per evaluation, of each split (default: the whole validation split, at most 50)")
     t.add_argument("--val-fraction", type=_fraction, default=0.1, help="share of the text held out (default 0.1)")
     t.add_argument("--prompt", default="The clock", help="start of the sample printed after each epoch")
     t.add_argument("--seed", type=int, default=123)
     t.add_argument("--out", default="checkpoints/model.pt", help="checkpoint path (default checkpoints/model.pt)")
     t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
+    t.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (bf16 on GPUs that have it, fp16 on older GPUs, else fp32), fp32, bf16 or fp16")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (where supported)")
+
+    pr = sub.add_parser("prepare", help="tokenize UTF-8 text files into uint16 token files for train --data")
+    pr.add_argument("corpus", nargs="+", metavar="CORPUS", help="text files, or folders of .txt files")
+    pr.add_argument("--out", required=True, metavar="DIR", help="folder for train.bin, val.bin and meta.json")
+    pr.add_argument("--val-fraction", type=_fraction, default=0.1, help="share of the tokens held out (default 0.1)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     g = sub.add_parser("generate", help="continue a prompt with a trained checkpoint or OpenAI's GPT-2")
     source = g.add_mutually_exclusive_group(required=True)
@@ -194,8 +218,40 @@ def cmd_doctor(args, out=print):
     return 0
 
 
-def cmd_train(args, out=print):
+def _datasets(args, cfg):
+    """(train, validation) window datasets of the corpus text or of the token files, and their name."""
+    length = cfg["context_length"]
+    if args.data:
+        meta = read_token_files_meta(args.data)
+        if meta["vocab_size"] > cfg["vocab_size"]:
+            raise UserError(f"--data {args.data} holds ids of a {meta['vocab_size']}-token vocabulary, but the model's "
+                            f"vocab_size is {cfg['vocab_size']}")
+        try:
+            return (TokenFileDataset(Path(args.data) / "train.bin", length, length),
+                    TokenFileDataset(Path(args.data) / "val.bin", length, length), f"--data {args.data}")
+        except ValueError as err:
+            raise UserError(str(err)) from None
     text = _read_corpus(args.corpus)
+    split = int(len(text) * (1 - args.val_fraction))
+    tokenizer = get_tokenizer()
+    try:
+        return (GPTDatasetV1(text[:split], tokenizer, length, length),
+                GPTDatasetV1(text[split:], tokenizer, length, length), f"corpus {args.corpus}")
+    except ValueError as err:
+        raise UserError(f"corpus {args.corpus}: {err}") from None
+
+
+def cmd_train(args, out=print):
+    """One process, or one of the processes torchrun started: each runs this same function."""
+    world, device = init_distributed(resolve_device(args.device))
+    try:
+        return _train(args, device, world, out if world.is_main else (lambda *_: None))
+    finally:
+        shutdown_distributed()
+
+
+def _train(args, device, world, out):
+    precision = resolve_precision(args.precision, device)
     torch.manual_seed(args.seed)
     history = None
     if args.resume:
@@ -205,41 +261,68 @@ def cmd_train(args, out=print):
         cfg = dict(MODELS[args.model])
         if args.context_length:
             cfg["context_length"] = args.context_length
+        if args.dropout is not None:
+            cfg["drop_rate"] = args.dropout
         model = GPTModel(cfg)
 
-    tokenizer = get_tokenizer()
-    split = int(len(text) * (1 - args.val_fraction))
-    length = cfg["context_length"]
-    try:
-        train_loader = create_dataloader(text[:split], batch_size=args.batch_size, max_length=length,
-                                         stride=length, shuffle=True, drop_last=True, seed=args.seed)
-        val_loader = create_dataloader(text[split:], batch_size=args.batch_size, max_length=length,
-                                       stride=length, shuffle=False, drop_last=False)
-    except ValueError as err:
-        raise UserError(f"corpus {args.corpus}: {err}") from None
+    train_set, val_set, source = _datasets(args, cfg)
+    # Each process reads its own share of the windows; see distributed_loader.
+    train_loader = distributed_loader(train_set, args.batch_size, world, shuffle=True, seed=args.seed)
+    val_loader = distributed_loader(val_set, args.batch_size, world, shuffle=False, drop_last=False)
+    if len(train_loader) < args.grad_accum:
+        raise UserError(f"{source}: the training split gives {len(train_set)} windows of {cfg['context_length']} "
+                        f"tokens, fewer than one optimizer step takes ({args.batch_size} x {world.size} "
+                        f"process(es) x {args.grad_accum} accumulated)")
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    model.to(device)  # before the optimizer exists, so that its state is created on the device
+    optimizer, fused = make_adamw(model.parameters(), args.lr, args.weight_decay, device)
     if args.resume:
         model, state = load_checkpoint(args.resume, model, optimizer, restore_rng=True)
         history = state["history"]
-    epochs = args.epochs or (10 if args.max_steps is None else -(-args.max_steps // len(train_loader)))
+        for group in optimizer.param_groups:
+            group["fused"] = fused  # this machine's choice, not the saving machine's
+    # torch.compile first, then DDP around it (as nanoGPT does); checkpoints save `model` itself.
+    compiled_model, compiled = compile_model(model, device, args.compile, warn=out)
+    trained = wrap_ddp(compiled_model, device, world)
+
+    for line in describe_setup(device, precision, compiled, fused, world.size, args.grad_accum, args.batch_size,
+                               cfg["context_length"]):
+        out(line)
+    steps_per_epoch = len(train_loader) // args.grad_accum
+    epochs = args.epochs or (10 if args.max_steps is None else -(-args.max_steps // steps_per_epoch))
     n_params = sum(p.numel() for p in model.parameters())
-    out(f"model: {n_params:,} parameters; train {len(train_loader)} batches/epoch of "
-        f"{args.batch_size} x {length} tokens; validation {len(val_loader)} batches")
+    out(f"model: {n_params:,} parameters; train {steps_per_epoch} steps/epoch of "
+        f"{args.batch_size * world.size * args.grad_accum} x {cfg['context_length']} tokens; "
+        f"validation {len(val_loader) * world.size} batches")
     if history is not None:
         out(f"resuming from {args.resume} at step {history.step}")
 
+    started, tokens_before = time.perf_counter(), history.total_tokens if history is not None else 0
     history = train_model(
-        model, train_loader, val_loader, optimizer, num_epochs=epochs, eval_freq=args.eval_every,
-        eval_iter=max(len(val_loader), 1), start_context=args.prompt, tokenizer=tokenizer,
-        max_steps=args.max_steps, grad_clip=args.grad_clip, warmup_steps=args.warmup_steps,
-        cosine_decay=args.cosine, seed=args.seed, history=history, progress=not args.no_progress,
-        print_fn=out, log_evals=True,
+        trained, train_loader, val_loader, optimizer, device=device, num_epochs=epochs, eval_freq=args.eval_every,
+        eval_iter=args.eval_batches or min(len(val_loader), 50), start_context=args.prompt,
+        tokenizer=get_tokenizer(), max_steps=args.max_steps, grad_clip=args.grad_clip,
+        warmup_steps=args.warmup_steps, cosine_decay=args.cosine, seed=args.seed, history=history,
+        progress=not args.no_progress, print_fn=out, log_evals=True, precision=precision,
+        grad_accum=args.grad_accum,
     )
-    save_checkpoint(args.out, model, optimizer, step=history.step, history=history)
+    if world.is_main:  # one writer; save_checkpoint writes a temporary file, then renames it
+        save_checkpoint(args.out, model, optimizer, step=history.step, history=history,
+                        extra={"processes": world.size, "batch_size": args.batch_size, "grad_accum": args.grad_accum})
+    tokens, seconds = history.total_tokens - tokens_before, time.perf_counter() - started
+    out(f"{tokens:,} tokens in {seconds:.0f} s: {tokens / seconds:,.{0 if tokens >= 10 * seconds else 2}f} tokens/s "
+        "(evaluations and compilation included)")
+    if device.type == "cuda":
+        out(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GB (rank 0)")
     if history.val_losses:
         out(f"final: train loss {history.train_losses[-1]:.3f}, val loss {history.val_losses[-1]:.3f}")
     out(f"saved {args.out} (step {history.step})")
+
+
+def cmd_prepare(args, out=print):
+    meta = prepare_token_files(args.corpus, args.out, args.val_fraction, progress=not args.no_progress)
+    out(f"{meta['documents']} document(s) -> {args.out}: train.bin {meta['train_tokens']:,} tokens, "
+        f"val.bin {meta['val_tokens']:,} tokens (uint16), meta.json")
 
 
 def cmd_generate(args, out=print):
@@ -270,7 +353,7 @@ def cmd_generate(args, out=print):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "generate": cmd_generate, "student": cmd_student, "grade": cmd_grade,
-                "doctor": cmd_doctor}
+                "doctor": cmd_doctor, "prepare": cmd_prepare}
     try:
         return commands[args.command](args) or 0
     except (UserError, FileNotFoundError, ValueError) as err:

@@ -5,7 +5,12 @@ A language model learns to predict the next token. From token ids ``[t0, t1, t2,
 window moved one token to the right, ``[t_{i+1}, ..., t_{i+max_length}]``: at every position the target
 is the token that follows. The window then slides ``stride`` tokens; ``stride == max_length`` gives
 non-overlapping windows, a smaller stride makes them overlap.
+
+The second half of the file does the same for corpora larger than memory: ``prepare_token_files``
+writes the token ids once to disk, ``TokenFileDataset`` reads its windows through ``np.memmap``.
 """
+
+from pathlib import Path
 
 import tiktoken
 import torch
@@ -87,3 +92,180 @@ def create_dataloader(txt, batch_size=4, max_length=256, stride=128, shuffle=Tru
 
 # The series' name for the same function.
 create_dataloader_v1 = create_dataloader
+
+
+# ---------------------------------------------------------------------------------------------------
+# Corpora larger than memory: token ids in a file, read through np.memmap.
+#
+# GPTDatasetV1 keeps the whole text and every window in memory: fine for a story, not for gigabytes.
+# For those, ``prepare_token_files`` tokenizes the text once and writes the ids as 2-byte unsigned
+# integers (uint16: 0 .. 65,535, enough for GPT-2's 50,257 tokens) to ``train.bin`` and ``val.bin``,
+# with ``meta.json`` describing them. ``TokenFileDataset`` then maps a file into memory with
+# ``np.memmap``: the operating system reads from disk only the pages a window touches, so a window
+# costs 2 x (max_length + 1) bytes whatever the file's size.
+# ---------------------------------------------------------------------------------------------------
+
+TOKEN_FILES_FORMAT = "gpt_from_scratch.tokens/1"
+_UINT16_LIMIT = 2**16  # uint16 holds the ids 0 .. 65,535
+
+
+class TokenFileDataset(Dataset):
+    """Sliding windows over a file of uint16 token ids, read through ``np.memmap``.
+
+    The same windows as ``GPTDatasetV1`` over the same ids: item ``k`` is ``(input, target)``, two
+    ``LongTensor`` of shape ``(max_length,)`` starting at token ``k * stride`` and one token later.
+    """
+
+    def __init__(self, path, max_length, stride):
+        import numpy as np
+
+        positive_int("max_length", max_length)
+        positive_int("stride", stride)
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"token file not found: {self.path}")
+        if self.path.stat().st_size % 2:
+            raise ValueError(f"{self.path} has an odd number of bytes: not a file of uint16 token ids")
+        self.tokens = np.memmap(self.path, dtype=np.uint16, mode="r")  # nothing is read yet
+        if len(self.tokens) < max_length + 1:
+            raise ValueError(f"{self.path} holds {len(self.tokens)} tokens, too few for max_length={max_length}: "
+                             f"one window needs max_length + 1 = {max_length + 1}")
+        self.max_length, self.stride = max_length, stride
+
+    def __len__(self):
+        return len(range(0, len(self.tokens) - self.max_length, self.stride))  # as in GPTDatasetV1
+
+    def __getitem__(self, idx):
+        start = range(0, len(self.tokens) - self.max_length, self.stride)[idx]  # IndexError past the end
+        window = torch.from_numpy(self.tokens[start : start + self.max_length + 1].astype("int64"))
+        return window[:-1], window[1:]
+
+
+def _corpus_files(paths):
+    """The files named in ``paths``: files as given, folders as their ``*.txt`` files (recursively, sorted)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.txt") if f.is_file())
+            if not found:
+                raise ValueError(f"folder {p} holds no .txt file")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"corpus not found: {p}")
+    if not files:
+        raise ValueError("no corpus given: name at least one text file or folder")
+    return files
+
+
+def _text_chunks(path, chunk_chars=1 << 20):
+    """The text of ``path`` in pieces of about ``chunk_chars`` characters, each ending at a line end, so
+    a large file is never held whole (cut at a line end, BPE tokens almost never change)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        piece, size = [], 0
+        try:
+            for line in f:
+                piece.append(line)
+                size += len(line)
+                if size >= chunk_chars:
+                    yield "".join(piece)
+                    piece, size = [], 0
+        except UnicodeDecodeError as err:
+            raise ValueError(f"corpus {path} is not UTF-8 text ({err.reason} at a byte near {err.start})") from None
+        if piece:
+            yield "".join(piece)
+
+
+def prepare_token_files(corpus, out_dir, val_fraction=0.1, tokenizer=None, progress=True):
+    """Tokenize the UTF-8 text files ``corpus`` (a path, a folder of ``*.txt``, or a list of them) into
+    ``out_dir/train.bin``, ``out_dir/val.bin`` (uint16 token ids) and ``out_dir/meta.json``.
+
+    Each file is one document; ``<|endoftext|>`` separates documents, as in GPT-2's training data. The
+    last ``val_fraction`` of all the tokens (files in the order given, folders sorted) becomes the
+    validation set, like the CLI's split of a single text. Files are read piece by piece, so the
+    corpus never needs to fit in memory. Returns the metadata dict.
+    """
+    import json
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .checks import number
+
+    number("val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True)
+    tokenizer = tokenizer or get_tokenizer()
+    if tokenizer.n_vocab > _UINT16_LIMIT:
+        raise ValueError(f"the tokenizer has {tokenizer.n_vocab} tokens; uint16 files hold ids below {_UINT16_LIMIT}")
+    files = _corpus_files(corpus)
+    eot = tokenizer.encode(END_OF_TEXT, allowed_special={END_OF_TEXT})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_path, val_path = out_dir / "train.bin", out_dir / "val.bin"
+    tmp = out_dir / "all.bin.tmp"
+
+    total, documents = 0, 0
+    bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="tokenizing",
+               disable=not progress)
+    with open(tmp, "wb") as out:
+        for f in files:
+            if documents:
+                np.asarray(eot, dtype=np.uint16).tofile(out)
+                total += len(eot)
+            for text in _text_chunks(f):
+                ids = np.asarray(_encode(tokenizer, text), dtype=np.uint16)
+                ids.tofile(out)
+                total += len(ids)
+                bar.update(len(text.encode("utf-8")))
+            documents += 1
+    bar.close()
+
+    n_val = int(total * val_fraction)
+    if n_val < 2 or total - n_val < 2:
+        tmp.unlink()
+        raise ValueError(f"the corpus has {total} tokens: too few to hold out val_fraction={val_fraction} "
+                         "(each split needs at least 2 tokens)")
+    # The validation tokens are the tail: copy it to val.bin, then cut it off the file.
+    all_tokens = np.memmap(tmp, dtype=np.uint16, mode="r")
+    with open(val_path, "wb") as out:
+        for start in range(total - n_val, total, 1 << 24):
+            all_tokens[start : min(start + (1 << 24), total)].tofile(out)
+    del all_tokens
+    with open(tmp, "r+b") as f:
+        f.truncate(2 * (total - n_val))
+    tmp.replace(train_path)
+    meta = {"format": TOKEN_FILES_FORMAT, "tokenizer": getattr(tokenizer, "name", "gpt2"),
+            "vocab_size": tokenizer.n_vocab, "dtype": "uint16", "train_tokens": total - n_val,
+            "val_tokens": n_val, "val_fraction": val_fraction, "documents": documents,
+            "separator": END_OF_TEXT}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def read_token_files_meta(data_dir):
+    """The ``meta.json`` of a folder written by ``prepare_token_files``, checked against its two files."""
+    import json
+
+    data_dir = Path(data_dir)
+    meta_path = data_dir / "meta.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: is {data_dir} a folder written by 'gpt-from-scratch prepare'?")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{meta_path} is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != TOKEN_FILES_FORMAT:
+        raise ValueError(f"{meta_path} is not token-file metadata (expected format {TOKEN_FILES_FORMAT!r})")
+    missing = [key for key in ("vocab_size", "train_tokens", "val_tokens") if not isinstance(meta.get(key), int)]
+    if missing:
+        raise ValueError(f"{meta_path} lacks the integer field(s) {', '.join(missing)}")
+    for split in ("train", "val"):
+        path = data_dir / f"{split}.bin"
+        if not path.is_file():
+            raise FileNotFoundError(f"token file not found: {path}")
+        if path.stat().st_size != 2 * meta[f"{split}_tokens"]:
+            raise ValueError(f"{path} holds {path.stat().st_size // 2} tokens but {meta_path} says "
+                             f"{meta[f'{split}_tokens']}: the folder is incomplete or was changed")
+    return meta

@@ -51,11 +51,22 @@ def perplexity(loss):
 
 def _first_batches(loader, num_batches):
     """The loader's first ``num_batches`` batches in dataset order, drawing no random numbers, so that
-    evaluating never changes the shuffling or the dropout of training."""
+    evaluating never changes the shuffling or the dropout of training.
+
+    With several processes (the loader's sampler is a ``DistributedSampler`` of ``num_replicas``
+    processes), batch ``b`` of all processes together is the windows ``b * size * num_replicas`` and
+    on, and this process takes every ``num_replicas``-th of them from its ``rank``.
+    """
     dataset, size = loader.dataset, loader.batch_size
+    world, rank = getattr(loader.sampler, "num_replicas", 1), getattr(loader.sampler, "rank", 0)
     n = min(num_batches, len(loader))
     for b in range(n):
-        items = [dataset[j] for j in range(b * size, min((b + 1) * size, len(dataset)))]
+        items = [dataset[j] for j in range(b * size * world + rank, min((b + 1) * size * world, len(dataset)), world)]
+        if not items:
+            if b == 0:
+                raise ValueError(f"this process (rank {rank} of {world}) has no window to evaluate: the data set "
+                                 f"has {len(dataset)} windows")
+            return
         yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 

@@ -10,9 +10,16 @@ adds what a real run needs:
 - ``max_steps``, a progress bar, and a :class:`History` of everything it measured;
 - exact resuming: with ``seed`` the data order is a function of the epoch, evaluation draws no
   random numbers, and a checkpoint (``checkpoint.py``) stores the model, the optimizer, the history
-  and the random state, so a resumed run continues exactly like an uninterrupted one.
+  and the random state, so a resumed run continues exactly like an uninterrupted one;
+- faster hardware (``devices.py``): mixed precision (``precision``: the forward pass under
+  ``torch.autocast``, a gradient scaler for fp16) and gradient accumulation (``grad_accum``: the
+  gradients of K batches add up before one optimizer step, for a batch larger than memory holds);
+- several processes (``distributed.py``): given a model wrapped in ``DistributedDataParallel`` and a
+  loader with a ``DistributedSampler``, each process trains on its share, evaluation losses are
+  averaged over the processes, and only rank 0 prints and shows the progress bar.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -20,6 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .checks import number, positive_int
+from .devices import autocast, grad_scaler, resolve_device, resolve_precision
+from .distributed import current_world, mean_over_processes
 from .train import calc_loss_batch, evaluate_model, generate_sample
 
 
@@ -53,7 +62,8 @@ class History:
 def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_epochs=1, eval_freq=5,
                 eval_iter=5, start_context=None, tokenizer=None, *, max_steps=None, grad_clip=None,
                 warmup_steps=0, cosine_decay=False, min_lr=0.0, seed=None, history=None,
-                progress=True, print_fn=print, log_evals=False, sample_tokens=50):
+                progress=True, print_fn=print, log_evals=False, sample_tokens=50, precision="fp32",
+                grad_accum=1):
     """Train ``model`` and return a :class:`History` of its losses.
 
     The loop runs ``num_epochs`` passes over ``train_loader`` (or stops after ``max_steps`` optimizer
@@ -75,18 +85,37 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
 
     ``progress`` shows a tqdm bar (a widget in notebooks); ``log_evals`` also prints each evaluation
     with ``print_fn``.
+
+    Hardware: ``device`` ("auto", "cpu", "cuda", "mps", ...) must be where the model's weights already
+    are (move the model before creating the optimizer). ``precision`` is "fp32", "bf16" or "fp16"
+    (see ``devices.resolve_precision``). ``grad_accum=K`` makes each optimizer step from K batches of
+    the loader (each loss divided by K, so the gradient is that of their mean).
+
+    Several processes: pass the model wrapped in ``DistributedDataParallel`` and a training loader
+    whose sampler is a ``DistributedSampler`` (see ``distributed.py``). Its ``set_epoch`` is called at
+    each epoch; gradients are synchronised only on the last batch of each accumulation (``no_sync``
+    on the others); ``history.total_tokens`` counts the tokens of all processes.
     """
     positive_int("num_epochs", num_epochs)
     positive_int("eval_freq", eval_freq)
     positive_int("eval_iter", eval_iter)
     positive_int("max_steps", max_steps, allow_none=True)
+    positive_int("grad_accum", grad_accum)
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    raw_model = getattr(model, "module", model)  # the model inside a DistributedDataParallel wrapper
+    weights_on = next(raw_model.parameters()).device
+    if weights_on.type != device.type or (device.index is not None and weights_on != device):
+        raise ValueError(f"the model's weights are on {weights_on} but device is {device}: move the model "
+                         "with model.to(device) before creating its optimizer")
     if grad_clip is not None:
         number("grad_clip", grad_clip, low=0, low_open=True)
     if start_context is not None and tokenizer is None:
         raise ValueError("start_context needs a tokenizer to encode it")
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = len(train_loader) // grad_accum
     if steps_per_epoch == 0:
-        raise ValueError("the training loader has no batches: is the text shorter than one batch of windows?")
+        raise ValueError(f"the training loader has {len(train_loader)} batches per epoch, fewer than one optimizer "
+                         f"step of grad_accum={grad_accum}: is the text shorter than one batch of windows?")
     if seed is not None and getattr(train_loader, "generator", None) is None and _shuffles(train_loader):
         raise ValueError("seed needs a loader with its own torch.Generator: create_dataloader(..., seed=...)")
 
@@ -96,14 +125,19 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
         # The peak learning rate, kept in the optimizer's state so a resumed run schedules the same.
         group.setdefault("initial_lr", group["lr"])
     history = history if history is not None else History()
+    world = current_world()
+    scaler = grad_scaler(device, precision)
     start_step = step = history.step
-    bar = tqdm(total=total_steps, initial=start_step, desc="training", disable=not progress)
+    bar = tqdm(total=total_steps, initial=start_step, desc="training", disable=not progress or not world.is_main)
+    say = print_fn if world.is_main else (lambda *_: None)
 
     model.train()
     for epoch in range(start_step // steps_per_epoch, num_epochs):
         if seed is not None and getattr(train_loader, "generator", None) is not None:
             train_loader.generator.manual_seed(seed + epoch)
-        for i, (inputs, targets) in enumerate(train_loader):
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)  # DistributedSampler: shuffle with seed + epoch
+        for i, micro_batches in enumerate(_in_groups(train_loader, grad_accum)):
             if epoch * steps_per_epoch + i < start_step:
                 continue  # already trained on before the checkpoint
             if step >= total_steps:
@@ -112,34 +146,62 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at_step(step, group["initial_lr"], total_steps, warmup_steps, min_lr,
                                              cosine_decay)
-            optimizer.zero_grad()
-            loss = calc_loss_batch(inputs, targets, model, device)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            _optimizer_step(model, micro_batches, optimizer, scaler, device, precision, grad_clip)
             history.learning_rates.append(optimizer.param_groups[0]["lr"])
-            history.total_tokens += inputs.numel()
+            history.total_tokens += sum(inputs.numel() for inputs, _ in micro_batches) * world.size
             step = history.step = step + 1
             bar.update(1)
 
             if step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                with autocast(device, precision):
+                    # The model without its DDP wrapper: each process evaluates its own share of
+                    # the batches, then the losses are averaged over the processes.
+                    losses = evaluate_model(raw_model, train_loader, val_loader, device, eval_iter)
+                train_loss, val_loss = mean_over_processes(losses, device)
                 history.steps.append(step)
                 history.tokens_seen.append(history.total_tokens)
                 history.train_losses.append(train_loss)
                 history.val_losses.append(val_loss)
                 bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
                 if log_evals:
-                    print_fn(f"step {step}: train loss {train_loss:.3f}, val loss {val_loss:.3f}")
-        if start_context is not None and (step % steps_per_epoch == 0 or step >= total_steps):
-            sample = generate_sample(model, tokenizer, start_context, sample_tokens, device)
+                    say(f"step {step}: train loss {train_loss:.3f}, val loss {val_loss:.3f}")
+        if start_context is not None and world.is_main and (step % steps_per_epoch == 0 or step >= total_steps):
+            plain = getattr(raw_model, "_orig_mod", raw_model)  # torch.compile's original, for any length
+            sample = generate_sample(plain, tokenizer, start_context, sample_tokens, device)
             history.samples.append(sample)
-            print_fn(f"epoch {epoch + 1}, step {step}: {sample}")
+            say(f"epoch {epoch + 1}, step {step}: {sample}")
         if step >= total_steps:
             break
     bar.close()
     return history
+
+
+def _optimizer_step(model, micro_batches, optimizer, scaler, device, precision, grad_clip):
+    """One optimizer step from K batches: the loss of each divided by K, so that the gradients, which
+    add up in ``.grad``, are those of the mean loss. A ``DistributedDataParallel`` model averages the
+    gradients over the processes in the backward pass of the last batch only (``no_sync`` on the others)."""
+    no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+    optimizer.zero_grad()
+    for k, (inputs, targets) in enumerate(micro_batches):
+        with no_sync() if k < len(micro_batches) - 1 else contextlib.nullcontext():
+            with autocast(device, precision):  # matrix products in bf16/fp16, the loss in float32
+                loss = calc_loss_batch(inputs, targets, model, device) / len(micro_batches)
+            scaler.scale(loss).backward()  # fp16: loss x scale, so that small gradients survive
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)  # fp16: skipped if a gradient overflowed (and the scale lowered)
+    scaler.update()
+
+
+def _in_groups(loader, k):
+    """The loader's batches in lists of ``k`` (a short last group is dropped)."""
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == k:
+            yield group
+            group = []
 
 
 def _shuffles(loader):
