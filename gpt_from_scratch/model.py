@@ -256,9 +256,15 @@ def check_token_ids(idx, vocab_size, context_length=None, check_range=True):
             f"sequence of {idx.shape[1]} tokens is longer than context_length={context_length}; "
             f"crop it, e.g. idx[:, -{context_length}:]"
         )
-    if not check_range:
+    # Skipped inside torch.compile too: reading the values would split the compiled graph in two.
+    if not check_range or _compiling():
         return
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
+
+
+def _compiling():
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
