@@ -10,6 +10,24 @@ import torch
 from gpt_from_scratch import AttentionExplorer, GenerationPlayground, GPTModel, generate, get_tokenizer
 from gpt_from_scratch.classroom import widgets as wmod
 
+def controls(box):
+    """A widget's controls by their description, wherever they sit in its boxes."""
+    found = {}
+    for child in box.children:
+        if hasattr(child, "children"):
+            found.update(controls(child))
+        elif getattr(child, "description", ""):
+            found[child.description] = child
+    return found
+
+
+def png_size(data):
+    """(width, height) in pixels, read from a PNG's header (the IHDR chunk)."""
+    data = bytes(data)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 CFG = {"vocab_size": 50257, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 3, "drop_rate": 0.1,
        "qkv_bias": False}
 
@@ -51,7 +69,7 @@ def test_explorer_widget_redraws_when_a_control_changes(model, monkeypatch):
     monkeypatch.setattr(ex, "figure", lambda layer, head, query: calls.append((layer, head, query)) or
                         matplotlib.figure.Figure())
     box = ex.widget()
-    layer, head, query = box.children[0].children
+    layer, head, query = (controls(box)[name] for name in ("layer", "head", "query"))
     assert calls == [(0, 0, 3)]
     layer.value = 2
     head.value = 1
@@ -64,7 +82,7 @@ def test_explorer_widget_draws_the_real_figure(model):
     pytest.importorskip("ipywidgets")
     box = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine").widget()
     first = bytes(box.children[1].value)
-    box.children[0].children[1].value = 1  # another head, another picture
+    controls(box)["head"].value = 1  # another head, another picture
     assert first.startswith(b"\x89PNG") and bytes(box.children[1].value) != first
 
 
@@ -95,7 +113,9 @@ def recording_playground(model, monkeypatch):
 def test_playground_widget_callbacks(recording_playground):
     pg, runs = recording_playground, recording_playground.runs
     box = pg.widget("Hello")
-    (text, seed), (temperature, top_k), length = box.children[0].children, box.children[1].children, box.children[2]
+    c = controls(box)
+    temperature, top_k, seed = c["temperature"], c["top-k (0 = off)"], c["seed"]
+    assert set(c) == {"prompt", "temperature", "top-k (0 = off)", "new tokens", "seed"}
     assert box.children[3].value == "<pre style='white-space: pre-wrap'>text</pre>"
     temperature.value = 0.0
     top_k.value = 7
@@ -107,12 +127,62 @@ def test_playground_widget_callbacks(recording_playground):
 def test_static_fallback_where_widgets_cannot_render(model, monkeypatch, capsys):
     monkeypatch.setenv("GPT_FROM_SCRATCH_STATIC", "1")
     assert wmod.widgets_supported() is False
+    shown = []
+    monkeypatch.setattr(matplotlib.pyplot, "show", lambda: shown.append(matplotlib.pyplot.gcf().axes[0].get_title()))
     ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock")
     ex.show(head=1)
-    assert matplotlib.pyplot.gcf().axes[0].get_title() == "Attention weights, layer 0, head 1"
     GenerationPlayground(model, get_tokenizer()).show("The clock", max_new_tokens=3)
-    assert matplotlib.pyplot.gcf().axes[0].get_title().startswith("Next token after the prompt")
+    # outside a kernel (this test), the figures go to plt.show()
+    assert shown[0] == "Attention weights, layer 0, head 1"
+    assert shown[1].startswith("Next token after the prompt")
     assert capsys.readouterr().out.startswith("The clock")
+
+
+class FakeKernelShell:
+    kernel = object()
+
+
+def test_static_fallback_in_a_kernel_shows_a_sharp_png_at_display_width(model, monkeypatch):
+    import IPython
+
+    monkeypatch.setenv("GPT_FROM_SCRATCH_STATIC", "1")
+    monkeypatch.setattr(IPython, "get_ipython", lambda: FakeKernelShell())
+    shown = []
+    monkeypatch.setattr(wmod, "_display", shown.append)
+    monkeypatch.setattr(matplotlib.pyplot, "show", lambda: pytest.fail("plt.show() in a kernel"))
+    open_before = matplotlib.pyplot.get_fignums()
+    AttentionExplorer.from_model(model, get_tokenizer(), "The clock").show()
+    (image,) = shown
+    # 2 tokens: figsize (1.2 + 0.55 * 2) inches wide = 230 CSS pixels, drawn with twice as many PNG pixels
+    assert image.width == 230
+    assert png_size(image.data)[0] == 460
+    assert matplotlib.pyplot.get_fignums() == open_before  # the figure was closed
+
+
+def test_widget_pictures_are_drawn_at_twice_their_display_width(model):
+    pytest.importorskip("ipywidgets")
+    box = GenerationPlayground(model, get_tokenizer()).widget("The clock", max_new_tokens=2)
+    picture = box.children[-1]
+    assert picture.layout.width == "600px"  # figsize (6, 3.2) inches at 100 CSS pixels per inch
+    assert png_size(picture.value) == (1200, 640)
+    assert picture.layout.max_width == "100%"  # shrinks in a narrow output rather than overflowing
+    ex_box = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine").widget()
+    width = int(ex_box.children[-1].layout.width.removesuffix("px"))
+    assert width == round((1.2 + 0.55 * 4) * 100) and png_size(ex_box.children[-1].value)[0] == 2 * width
+
+
+def test_labels_are_shown_in_full_and_controls_line_up(model):
+    pytest.importorskip("ipywidgets")
+    for box in (GenerationPlayground(model, get_tokenizer()).widget("The clock", max_new_tokens=2),
+                AttentionExplorer.from_model(model, get_tokenizer(), "The clock").widget()):
+        found = controls(box)
+        widths = {c.style.description_width for c in found.values()}
+        assert len(widths) == 1, widths  # one description width: the controls' left edges align
+        (width,) = widths
+        # about 0.6 em per character of a proportional font: the longest label fits
+        assert float(width.removesuffix("em")) >= 0.5 * max(len(name) for name in found)
+        # redraw when a drag or a typed prompt ends, not at every pixel or keystroke
+        assert not any(getattr(c, "continuous_update", False) for c in found.values())
 
 
 def test_outside_a_kernel_widgets_are_not_used(monkeypatch):
@@ -125,4 +195,4 @@ def test_widgets_start_from_the_values_show_was_given(model, recording_playgroun
     assert recording_playground.runs == [("Hello", 0.5, 7, 5, 9)]
     ex = AttentionExplorer.from_model(model, get_tokenizer(), "The clock struck nine")
     box = ex.widget(layer=2, head=1, query=0)
-    assert [c.value for c in box.children[0].children] == [2, 1, 0]
+    assert [controls(box)[name].value for name in ("layer", "head", "query")] == [2, 1, 0]

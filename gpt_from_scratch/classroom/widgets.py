@@ -47,14 +47,52 @@ def _display(obj):
     display(obj)
 
 
+# Figures are shown at DISPLAY_DPI CSS pixels per inch of their matplotlib figsize (matplotlib's own
+# default) and drawn with PIXEL_RATIO PNG pixels per CSS pixel, so that text stays sharp on high-DPI
+# ("retina") screens instead of a small PNG stretched to the output's width.
+DISPLAY_DPI = 100
+PIXEL_RATIO = 2
+
+
 def _png(fig):
-    """A figure as PNG bytes, closed afterwards. Widgets show pictures through an ``Image`` widget rather
-    than an ``Output`` widget: an ``Output`` widget's content lives only in the front end's widget state,
-    which notebook runners (nbclient, nbval) do not keep."""
+    """A figure as ``(png_bytes, display_width)``: PNG bytes drawn at ``PIXEL_RATIO`` times the figure's
+    display size, and that display width in CSS pixels. The figure is closed afterwards.
+
+    Widgets show pictures through an ``Image`` widget rather than an ``Output`` widget: an ``Output``
+    widget's content lives only in the front end's widget state, which notebook runners (nbclient,
+    nbval) do not keep."""
+    width = round(fig.get_figwidth() * DISPLAY_DPI)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=DISPLAY_DPI * PIXEL_RATIO)
     plt.close(fig)
-    return buffer.getvalue()
+    return buffer.getvalue(), width
+
+
+def _set_picture(picture, fig):
+    """Draw ``fig`` into the ``Image`` widget ``picture`` at its display width (never wider than the output)."""
+    picture.value, width = _png(fig)
+    picture.layout.width = f"{width}px"
+
+
+def _show_static(fig):
+    """The static fallback: in a Jupyter kernel, ``fig`` as a sharp PNG at its display width (as the widget
+    shows it); elsewhere (a script, a terminal) ``plt.show()``."""
+    from IPython import get_ipython  # IPython comes with ipykernel, a dependency
+    from IPython.display import Image
+
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        plt.show()
+        return
+
+    data, width = _png(fig)
+    _display(Image(data=data, format="png", width=width))
+
+
+def _style(description_width):
+    """Layout arguments shared by a widget's controls: the same description width for every control, so
+    labels are read in full and the controls line up in columns (ipywidgets 7 and 8 alike)."""
+    return {"style": {"description_width": description_width}}
 
 
 def _token_labels(tokenizer, ids):
@@ -165,13 +203,17 @@ class AttentionExplorer:
 
         query = len(self.tokens) - 1 if query is None else query
         self._check(layer, head, query)
-        layer = w.IntSlider(value=layer, min=0, max=self.num_layers - 1, description="layer")
-        head = w.IntSlider(value=head, min=0, max=self.num_heads - 1, description="head")
-        query = w.Dropdown(options=[(t, i) for i, t in enumerate(self.tokens)], value=query, description="query")
-        picture = w.Image(format="png")
+        look = _style("3.5em")
+        layer = w.IntSlider(value=layer, min=0, max=self.num_layers - 1, description="layer",
+                            continuous_update=False, layout=w.Layout(width="15em"), **look)
+        head = w.IntSlider(value=head, min=0, max=self.num_heads - 1, description="head",
+                           continuous_update=False, layout=w.Layout(width="15em"), **look)
+        query = w.Dropdown(options=[(t, i) for i, t in enumerate(self.tokens)], value=query, description="query",
+                           layout=w.Layout(width="18em"), **look)
+        picture = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
 
         def redraw(_=None):
-            picture.value = _png(self.figure(layer.value, head.value, query.value))
+            _set_picture(picture, self.figure(layer.value, head.value, query.value))
 
         for control in (layer, head, query):
             control.observe(redraw, names="value")
@@ -185,8 +227,7 @@ class AttentionExplorer:
         if widgets_supported():
             _display(self.widget(layer, head, query))
         else:
-            self.figure(layer, head, query)
-            plt.show()
+            _show_static(self.figure(layer, head, query))
 
 
 class GenerationPlayground:
@@ -239,13 +280,19 @@ class GenerationPlayground:
         """Controls for prompt, temperature, top-k, length and seed, above the text and the chart."""
         import ipywidgets as w
 
-        text = w.Text(value=prompt, description="prompt")
-        temperature = w.FloatSlider(value=temperature, min=0.0, max=3.0, step=0.1, description="temperature")
-        top_k = w.IntSlider(value=top_k or 0, min=0, max=100, description="top-k (0=off)")
-        length = w.IntSlider(value=max_new_tokens, min=1, max=100, description="new tokens")
-        seed = w.IntText(value=seed, description="seed")
+        # One description width and one control width for all: full labels, two aligned columns.
+        look, column = _style("7.5em"), w.Layout(width="21em")
+        text = w.Text(value=prompt, description="prompt", continuous_update=False, layout=w.Layout(width="42em"),
+                      **look)
+        temperature = w.FloatSlider(value=temperature, min=0.0, max=3.0, step=0.1, description="temperature",
+                                    continuous_update=False, layout=column, **look)
+        top_k = w.IntSlider(value=top_k or 0, min=0, max=100, description="top-k (0 = off)", continuous_update=False,
+                            layout=column, **look)
+        length = w.IntSlider(value=max_new_tokens, min=1, max=100, description="new tokens", continuous_update=False,
+                             layout=column, **look)
+        seed = w.IntText(value=seed, description="seed", layout=column, **look)
         generated = w.HTML()
-        picture = w.Image(format="png")
+        picture = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
 
         def redraw(_=None):
             if not text.value:
@@ -254,12 +301,12 @@ class GenerationPlayground:
             k = top_k.value or None
             continuation = self.run(text.value, temperature.value, k, length.value, seed.value)
             generated.value = f"<pre style='white-space: pre-wrap'>{html.escape(continuation)}</pre>"
-            picture.value = _png(self.figure(text.value, temperature.value, k))
+            _set_picture(picture, self.figure(text.value, temperature.value, k))
 
         for control in (text, temperature, top_k, length, seed):
             control.observe(redraw, names="value")
         redraw()
-        box = w.VBox([w.HBox([text, seed]), w.HBox([temperature, top_k]), length, generated, picture])
+        box = w.VBox([text, w.HBox([temperature, top_k]), w.HBox([length, seed]), generated, picture])
         box.redraw = redraw
         return box
 
@@ -269,5 +316,4 @@ class GenerationPlayground:
             _display(self.widget(prompt, temperature, top_k, max_new_tokens, seed))
         else:
             print(self.run(prompt, temperature, top_k, max_new_tokens, seed))
-            self.figure(prompt, temperature, top_k)
-            plt.show()
+            _show_static(self.figure(prompt, temperature, top_k))
