@@ -32,9 +32,8 @@ def chromium_path():
 
 def missing():
     """Why the browser tests cannot run here, or None."""
-    # Opt-in until the playground's response time under CI load is settled (05 timed out at 10 s once).
-    if os.environ.get("GPT_FROM_SCRATCH_BROWSER") != "1" and os.environ.get(REQUIRE_ENV) != "1":
-        return "browser test is opt-in: set GPT_FROM_SCRATCH_BROWSER=1"
+    if os.environ.get("GPT_FROM_SCRATCH_BROWSER") == "0":
+        return "browser test switched off: GPT_FROM_SCRATCH_BROWSER=0"
     if chromium_path() is None:
         return "Chromium is not installed (Debian: apt-get install chromium)"
     for module, dist in (("playwright", "playwright"), ("jupyterlab", "jupyterlab")):
