@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gpt_from_scratch import GPTModel, MultiHeadAttention, causal_mask, generate, generate_text_simple, top_k_filter
+from gpt_from_scratch import (DummyGPTModel, GPTDatasetV1, GPTModel, MultiHeadAttention, causal_mask, create_dataloader,
+                              generate, generate_text_simple, top_k_filter)
 from gpt_from_scratch.classroom import exercises as ex
 from gpt_from_scratch.classroom.exercises import ExerciseFailure
 
@@ -31,10 +32,30 @@ def test_sliding_window():
     fails(ex.check_sliding_window_pairs, lambda i, m, s: windows(i, m, 1), "second window should start at token")
 
 
+class StubTokenizer:
+    def encode(self, text):
+        return [int(w) for w in text.split()]
+
+
+def test_sliding_window_loophole_a_dataset_with_a_stub_tokenizer():
+    """The exercise is to write the windows by hand: handing the ids to GPTDatasetV1 through a stand-in
+    tokenizer (or to create_dataloader) gave the right windows and passed."""
+    text = lambda ids: " ".join(map(str, ids))
+    via_dataset = lambda i, m, s: [(x.tolist(), y.tolist()) for x, y in GPTDatasetV1(text(i), StubTokenizer(), m, s)]
+    fails(ex.check_sliding_window_pairs, via_dataset, "calls GPTDatasetV1")
+    via_loader = lambda i, m, s: [(x[0].tolist(), y[0].tolist()) for x, y in create_dataloader(
+        text(i), batch_size=1, max_length=m, stride=s, shuffle=False, drop_last=False, tokenizer=StubTokenizer())]
+    fails(ex.check_sliding_window_pairs, via_loader, "calls GPTDatasetV1")
+    assert ex.check_sliding_window_pairs(windows).endswith("correct")  # and the tripwire is gone afterwards
+    assert len(GPTDatasetV1(text(range(10)), StubTokenizer(), 4, 2)) == 3
+
+
 def test_one_hot_and_num_windows():
-    right = lambda ids, w: nn.functional.one_hot(ids, w.shape[0]).float() @ w
-    assert ex.check_one_hot_embedding(right).endswith("correct")
     one_hot = lambda ids, w: (ids[..., None] == torch.arange(w.shape[0])).to(w.dtype)
+    assert ex.check_one_hot_embedding(lambda ids, w: one_hot(ids, w) @ w).endswith("correct")
+    assert ex.check_one_hot_embedding(lambda ids, w: torch.einsum("...v,vd->...d", one_hot(ids, w), w)).endswith("correct")
+    # Indexing the product's result is no lookup of the weight's rows.
+    assert ex.check_one_hot_embedding(lambda ids, w: (one_hot(ids, w)[None] @ w)[0]).endswith("correct")
     assert ex.check_one_hot_embedding(lambda ids, w: (one_hot(ids, w)[..., None] * w).sum(-2)).endswith("correct")
     fails(ex.check_one_hot_embedding, lambda ids, w: (one_hot(ids, w) @ w).sum(0), "wrong shape: expected \\(7, 5\\), got \\(5,\\)")
     fails(ex.check_one_hot_embedding, lambda ids, w: one_hot((ids + 1) % 11, w) @ w, "differs from the embedding lookup")
@@ -44,6 +65,16 @@ def test_one_hot_and_num_windows():
                    lambda ids, w: torch.stack([list(w)[i] for i in ids.flatten()]).view(*ids.shape, -1)):
         fails(ex.check_one_hot_embedding, lookup, "looks rows of the weight up")
     fails(ex.check_one_hot_embedding, lambda ids, w: torch.zeros(*ids.shape, w.shape[1]), "never multiplies the weight")
+    # Loopholes: a lookup of a copy computed from the weight (the product with 1 made it pass), and F.one_hot,
+    # which the text rules out.
+    fails(ex.check_one_hot_embedding, lambda ids, w: (w * 1)[ids], "looks rows of the weight up")
+    fails(ex.check_one_hot_embedding, lambda ids, w: (w @ torch.eye(w.shape[1]))[ids], "looks rows of the weight up")
+    fails(ex.check_one_hot_embedding, lambda ids, w: (1 * w.clone()).index_select(0, ids.flatten()).view(*ids.shape, -1),
+          "looks rows of the weight up")
+    fails(ex.check_one_hot_embedding, lambda ids, w: torch.stack([w.T.unbind(1)[i] for i in ids.flatten()]).view(*ids.shape, -1),
+          "looks rows of the weight up")
+    fails(ex.check_one_hot_embedding, lambda ids, w: nn.functional.one_hot(ids, w.shape[0]).float() @ w,
+          "calls F.one_hot")
     assert ex.check_num_windows(lambda n, m, s: (n - m - 1) // s + 1).endswith("correct")
     fails(ex.check_num_windows, lambda n, m, s: (n - m) // s + 1, "the dataset has")
     fails(ex.check_num_windows, lambda n, m, s: (n - m - 1) / s // 1 + 1, "return a whole number")
@@ -74,6 +105,21 @@ def test_causal_softmax():
           "raised RuntimeError")  # a mask hard-coded to six tokens
 
 
+def test_causal_softmax_loophole_renormalising_after_softmax():
+    """Zeroing the future after softmax and renormalising the rows is equal on ordinary scores, and passed;
+    the text rules it out (the -inf trick). Large future scores tell the two apart."""
+    def renormalised(scores):
+        w = torch.softmax(scores, -1).masked_fill(causal_mask(scores.shape[-1]), 0)
+        return w / w.sum(-1, keepdim=True)
+    fails(ex.check_causal_softmax, renormalised, "renormalising after softmax cannot recover it")
+
+    def renormalised_safely(scores):  # no division by zero, still the wrong numbers
+        w = torch.softmax(scores, -1).masked_fill(causal_mask(scores.shape[-1]), 0)
+        return w / w.sum(-1, keepdim=True).clamp_min(1e-30)
+    fails(ex.check_causal_softmax, renormalised_safely, "set the future scores to -inf before softmax")
+    assert ex.check_causal_softmax(causal_softmax).endswith("correct")
+
+
 def sdpa(q, k, v, is_causal=True, scale=None, dim=-1):
     s = q @ k.transpose(-2, -1) * (scale if scale is not None else q.shape[-1] ** -0.5)
     if is_causal:
@@ -89,6 +135,10 @@ def test_scaled_dot_product_attention():
     fails(ex.check_scaled_dot_product_attention, lambda q, k, v, c=True: sdpa(q, k, v, c, dim=-2), "wrong dimension")
     fails(ex.check_scaled_dot_product_attention, lambda q, k, v, c=True: sdpa(q, k, v, True),
           "is_causal=False every token may look")
+    # Loophole: PyTorch's own function, which the text forbids, passed.
+    fails(ex.check_scaled_dot_product_attention,
+          lambda q, k, v, c=True: nn.functional.scaled_dot_product_attention(q, k, v, is_causal=c),
+          "calls F.scaled_dot_product_attention")
 
 
 def mha_from_wrapper(wrapper):
@@ -113,12 +163,63 @@ def test_mha_from_wrapper():
     fails(ex.check_mha_from_wrapper, no_identity, "out_proj the identity")
 
 
+def test_mha_from_wrapper_loophole_a_borrowed_forward():
+    """A right-sized MultiHeadAttention whose forward (or a hook) hands the input to the wrapper passed
+    without a single weight copied; only the returned weights count now."""
+    def sized(wrapper):
+        heads = list(wrapper.heads)
+        head_dim, d_in = heads[0].W_query.weight.shape
+        return MultiHeadAttention(d_in, head_dim * len(heads), heads[0].context_length, 0.0, len(heads))
+
+    def borrowed_forward(wrapper):
+        mha = sized(wrapper)
+        mha.forward = wrapper.forward
+        return mha
+    fails(ex.check_mha_from_wrapper, borrowed_forward, "outputs differ")
+
+    def borrowed_by_hook(wrapper):
+        mha = sized(wrapper)
+        mha.register_forward_hook(lambda module, args, output: wrapper(args[0]))
+        return mha
+    fails(ex.check_mha_from_wrapper, borrowed_by_hook, "outputs differ")
+
+    class Borrowing(MultiHeadAttention):
+        def forward(self, x):
+            return self.wrapper(x)
+
+    def subclass(wrapper):
+        mha = sized(wrapper)
+        mha.__class__ = Borrowing
+        mha.wrapper = wrapper
+        return mha
+    fails(ex.check_mha_from_wrapper, subclass, "do not fit .* Unexpected key.*wrapper.heads.0")
+
+    def wrong_context(wrapper):
+        mha = mha_from_wrapper(wrapper)
+        big = MultiHeadAttention(mha.W_query.in_features, mha.d_out, 9, 0.0, mha.num_heads)
+        big.load_state_dict({k: v for k, v in mha.state_dict().items() if k != "mask"}, strict=False)
+        return big
+    fails(ex.check_mha_from_wrapper, wrong_context, "do not fit MultiHeadAttention")
+    fails(ex.check_mha_from_wrapper, lambda w: MultiHeadAttention(6, 6, 7, 0.0, 1), "has num_heads=1")
+
+
 # --- 03 ---
 
 def test_counts_and_positions():
     dummy = lambda c: 2 * c["vocab_size"] * c["emb_dim"] + c["context_length"] * c["emb_dim"]
     assert ex.check_dummy_param_count(dummy).endswith("correct")
     fails(ex.check_dummy_param_count, lambda c: c["vocab_size"] * c["emb_dim"], "token embedding \\+ position")
+    # Loophole: building the model (the text says not to) and counting its parameters passed.
+    fails(ex.check_dummy_param_count, lambda c: sum(p.numel() for p in DummyGPTModel(c).parameters()),
+          "calls nn.Module.__init__")
+
+    def on_meta(c):
+        with torch.device("meta"):
+            return sum(p.numel() for p in DummyGPTModel(c).parameters())
+    fails(ex.check_dummy_param_count, on_meta, "calls nn.Module.__init__")
+    fails(ex.check_dummy_param_count, lambda c: 2 * nn.Embedding(c["vocab_size"], c["emb_dim"]).weight.numel()
+          + c["context_length"] * c["emb_dim"], "calls nn.Module.__init__")
+    assert ex.check_dummy_param_count(dummy).endswith("correct")
 
     def top(model, ids):
         return model(torch.tensor([ids]))[0].argmax(-1).tolist()
@@ -130,24 +231,44 @@ def test_counts_and_positions():
         changed[0, t] = (ids[0, t] + 1) % model.cfg["vocab_size"]
         return [torch.allclose(a, b) for a, b in zip(model(ids)[0], model(changed)[0])]
     assert ex.check_positions_unchanged(unchanged).endswith("correct")
-    fails(ex.check_positions_unchanged, lambda m, ids, t: [True] * 6, "should change only row")
+    fails(ex.check_positions_unchanged, lambda m, ids, t: [True] * 6, "never runs the model")
+    fails(ex.check_positions_unchanged, lambda m, ids, t: (m(ids), [True] * 6)[1], "should change only row")
     # Loophole: the placeholder's answer does not depend on the model; a GPTModel's does.
     fails(ex.check_positions_unchanged, lambda m, ids, t: [i != t for i in range(ids.shape[1])],
-          "input of a GPTModel should change rows 0 to 5")
+          "never runs the model")
+
+    def by_forward(model, ids, t):  # model.forward(...) runs the model as well as model(...)
+        changed = ids.clone()
+        changed[0, t] = (ids[0, t] + 1) % model.cfg["vocab_size"]
+        both = model.forward(torch.cat((ids, changed)))
+        return [torch.allclose(both[0, i], both[1, i]) for i in range(ids.shape[1])]
+    assert ex.check_positions_unchanged(by_forward).endswith("correct")
+
+    # Loophole: dispatching on the model's class gave the answer without running the model.
+    def by_name(model, ids, t):
+        placeholder = type(model).__name__ == "DummyGPTModel"
+        return [i != t if placeholder else i < t for i in range(ids.shape[1])]
+    fails(ex.check_positions_unchanged, by_name, "never runs the model")
+
+    def by_class_after_running(model, ids, t):
+        model(ids)
+        return by_name(model, ids, t)
+    fails(ex.check_positions_unchanged, by_class_after_running, "GPTModel with no transformer blocks should change only row 0")
 
 
 # --- 04 ---
 
 def make_layernorm(unbiased=False, scale_shift=True):
     class MyLayerNorm(nn.Module):
-        def __init__(self, emb_dim, eps=1e-5):
+        def __init__(self, emb_dim, eps=1e-5, unbiased=False):
             super().__init__()
-            self.eps = eps
+            self.eps, self.unbiased = eps, unbiased
             self.scale = nn.Parameter(torch.ones(emb_dim))
             self.shift = nn.Parameter(torch.zeros(emb_dim))
 
         def forward(self, x):
-            norm = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=unbiased) + self.eps)
+            var = x.var(-1, keepdim=True, unbiased=unbiased or self.unbiased)  # make_layernorm(unbiased=True): always n - 1
+            norm = (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + self.eps)
             return self.scale * norm + self.shift if scale_shift else norm
     return MyLayerNorm
 
@@ -170,6 +291,41 @@ def test_layer_norm():
     fails(ex.check_layer_norm, EpsOutside, "eps inside the square root")
 
 
+def test_layer_norm_loophole_the_unbiased_variant_and_f_layer_norm():
+    """The checker never built MyLayerNorm(..., unbiased=True): a class that returned x there passed, and
+    so did one that called F.layer_norm for the biased case."""
+    class IgnoresUnbiased(make_layernorm()):
+        def __init__(self, emb_dim, eps=1e-5, unbiased=False):
+            super().__init__(emb_dim, eps)
+            self.unbiased = unbiased
+
+        def forward(self, x):
+            return x if self.unbiased else super().forward(x)
+    fails(ex.check_layer_norm, IgnoresUnbiased, "unbiased=True the output differs .* returns its input unchanged")
+
+    class BiasedOnly(IgnoresUnbiased):  # stores unbiased but never uses it
+        def forward(self, x):
+            var = x.var(-1, keepdim=True, unbiased=False)
+            return self.scale * (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + self.eps) + self.shift
+    fails(ex.check_layer_norm, BiasedOnly, "still uses the biased variance")
+
+    class ViaFunctional(IgnoresUnbiased):
+        def forward(self, x):
+            return x if self.unbiased else nn.functional.layer_norm(x, x.shape[-1:], self.scale, self.shift, self.eps)
+    fails(ex.check_layer_norm, ViaFunctional, "calls F.layer_norm")
+
+    class ViaModule(IgnoresUnbiased):
+        def forward(self, x):
+            return x if self.unbiased else self.scale * nn.functional.layer_norm(x, x.shape[-1:]) + self.shift
+    fails(ex.check_layer_norm, ViaModule, "calls F.layer_norm")
+
+    class Right(IgnoresUnbiased):
+        def forward(self, x):
+            var = x.var(-1, keepdim=True, unbiased=self.unbiased)
+            return self.scale * (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + self.eps) + self.shift
+    assert ex.check_layer_norm(Right).endswith("correct")
+
+
 def count(cfg, tie_weights=False):
     V, C, d, L = cfg["vocab_size"], cfg["context_length"], cfg["emb_dim"], cfg["n_layers"]
     att = 4 * d * d + d + (3 * d if cfg["qkv_bias"] else 0)
@@ -180,6 +336,12 @@ def count(cfg, tie_weights=False):
 def test_count_gpt_params():
     assert ex.check_count_gpt_params(count).endswith("correct")
     fails(ex.check_count_gpt_params, lambda c, t=False: count({**c, "qkv_bias": False}, t), "qkv_bias=True")
+
+    # Loophole: counting a model built on the meta device (no memory, no time) passed.
+    def on_meta(cfg, tie_weights=False):
+        with torch.device("meta"):
+            return sum(p.numel() for p in GPTModel(cfg, tie_weights=tie_weights).parameters())
+    fails(ex.check_count_gpt_params, on_meta, "calls nn.Module.__init__")
 
 
 # --- 05 ---
@@ -194,6 +356,9 @@ def test_greedy_step():
     fails(ex.check_greedy_step, lambda m, i, c: m(i[:, -c:])[:, 0, :].argmax(-1, keepdim=True), "first position")
     fails(ex.check_greedy_step, lambda m, i, c: m(i)[:, -1, :].argmax(-1, keepdim=True), "longer than context_length=10; crop it")
     fails(ex.check_greedy_step, lambda m, i, c: greedy_step(m, i[:, :c], c), "expected next ids")  # cropped the front
+    # Loophole: one step of the package's generator passed.
+    fails(ex.check_greedy_step, lambda m, i, c: generate_text_simple(m, i, 1, c)[:, -1:], "calls generate_text_simple")
+    fails(ex.check_greedy_step, lambda m, i, c: generate(m, i, 1, c)[:, -1:], "calls the package's generate")
 
 
 def my_generate(model, idx, n, context_size, crop=True):
@@ -222,6 +387,8 @@ def test_generate_and_replay():
     fails(ex.check_generate, stub, "not written yet")
     replay = lambda m, ids, p: m(ids)[0, p - 1:-1].argmax(-1).tolist()
     assert ex.check_replay_choices(replay).endswith("correct")
+    # A correct answer that calls model.forward(...) was rejected as never running the model.
+    assert ex.check_replay_choices(lambda m, ids, p: m.forward(ids)[0, p - 1:-1].argmax(-1).tolist()).endswith("correct")
     fails(ex.check_replay_choices, lambda m, ids, p: m(ids)[0, p:].argmax(-1).tolist(), "position i predicts")
     # Loopholes: copying greedy ids back, and one forward pass per position.
     fails(ex.check_replay_choices, lambda m, ids, p: ids[0, p:].tolist(), "never runs the model")
@@ -247,6 +414,11 @@ def test_cross_entropy():
     fails(ex.check_cross_entropy, lambda lg, t: -lg.log_softmax(-1).gather(-1, t.unsqueeze(-1)).mean(), "calls log_softmax")
     fails(ex.check_cross_entropy, lambda lg, t: -torch.softmax(lg, -1).gather(-1, t.unsqueeze(-1)).log().mean(),
           "calls softmax")
+    # Loophole: the same functions under torch.special's names passed.
+    fails(ex.check_cross_entropy,
+          lambda lg, t: -torch.special.log_softmax(lg, -1).gather(-1, t.unsqueeze(-1)).mean(), "calls log_softmax")
+    fails(ex.check_cross_entropy,
+          lambda lg, t: -torch.special.softmax(lg, -1).gather(-1, t.unsqueeze(-1)).log().mean(), "calls softmax")
 
 
 def test_top_k_and_temperature():

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import MultiHeadAttention, MultiHeadAttentionWrapper, causal_mask
-from ..data import GPTDatasetV1
+from ..data import GPTDatasetV1, TokenFileDataset
 from ..generate import generate as _package_generate
 from ..generate import generate_text_simple, top_k_filter
 from ..model import DummyGPTModel, GPTModel, LayerNorm
@@ -71,8 +71,10 @@ def _call_without(fn, *args, forbidden, what="your function"):
     tripwire in place of its code while ``fn`` runs; a name given as a string is a function of the
     learner's own notebook (looked up in ``fn``'s globals, e.g. ``greedy_step``). C functions and
     tensor methods (``torch.softmax`` also covers ``x.softmax``) are seen by a profile hook
-    (``sys.setprofile``), used only when the exercise forbids one, as it slows every call down."""
-    swaps, names = [], {}
+    (``sys.setprofile``), used only when the exercise forbids one, as it slows every call down; so are
+    Python functions whose code cannot be swapped (those that use ``super()``, such as a class's
+    ``__init__``: ``nn.Module.__init__`` stands for building any layer or model)."""
+    swaps, names, codes = [], {}, {}
     for label, targets in forbidden.items():
         for target in targets:
             if isinstance(target, str):
@@ -82,6 +84,8 @@ def _call_without(fn, *args, forbidden, what="your function"):
             if isinstance(target, types.FunctionType):
                 if not target.__code__.co_freevars:
                     swaps.append((target, target.__code__, _tripwire(label)))
+                else:
+                    codes[target.__code__] = label
             else:
                 names[target.__name__] = label
     seen = []
@@ -89,21 +93,25 @@ def _call_without(fn, *args, forbidden, what="your function"):
     def hook(frame, event, arg):
         if event == "c_call":
             label = names.get(getattr(arg, "__name__", None))
-            if label and label not in seen:
-                seen.append(label)
+        elif event == "call":
+            label = codes.get(frame.f_code)
+        else:
+            return
+        if label and label not in seen:
+            seen.append(label)
 
     _TRIPPED.clear()
     previous = sys.getprofile()
     for target, _, tripwire in swaps:
         target.__code__ = tripwire
-    if names:
+    if names or codes:
         sys.setprofile(hook)
     try:
         result = _call(fn, *args, what=what)
     except _ForbiddenCall:
         result = None
     finally:
-        if names:
+        if names or codes:
             sys.setprofile(previous)
         for target, code, _ in swaps:
             target.__code__ = code
@@ -158,13 +166,19 @@ def _reference_pairs(ids, max_length, stride):
     return [(x.tolist(), y.tolist()) for x, y in ds]
 
 
+_DATASETS = {"GPTDatasetV1": [GPTDatasetV1.__init__, TokenFileDataset.__init__]}  # create_dataloader builds one
+
+
 def check_sliding_window_pairs(fn):
-    """``fn(token_ids, max_length, stride) -> [(input_ids, target_ids), ...]`` as lists."""
+    """``fn(token_ids, max_length, stride) -> [(input_ids, target_ids), ...]`` as lists.
+
+    Written by hand: building a ``GPTDatasetV1`` (directly, with a stand-in tokenizer, or through
+    ``create_dataloader``) fails."""
     g = _gen(1)
     for n, max_length, stride in [(20, 4, 4), (20, 4, 1), (23, 5, 3), (9, 8, 2), (30, 6, 7)]:
         ids = torch.randint(0, 1000, (n,), generator=g).tolist()
         expected = _reference_pairs(ids, max_length, stride)
-        got = _call(fn, list(ids), max_length, stride)
+        got = _call_without(fn, list(ids), max_length, stride, forbidden=_DATASETS)
         got = [(list(map(int, x)), list(map(int, y))) for x, y in got]
         case = f"(for {n} tokens, max_length={max_length}, stride={stride})"
         if got and any(len(x) != max_length for x, _ in got):
@@ -186,16 +200,27 @@ def check_sliding_window_pairs(fn):
 
 
 class _RecordingWeight(torch.Tensor):
-    """A weight that records which torch functions are applied to it (``weight[ids]``, ``@``, ...)."""
+    """A weight that records which torch functions are applied to it (``weight[ids]``, ``@``, ...).
+
+    What is computed from it records too (``(weight * 1)[ids]`` and ``(weight @ I)[ids]`` are still
+    lookups of its rows) as long as it has a dimension of the vocabulary's size (``rows``): once a
+    product has summed the rows away, indexing the result is no lookup."""
 
     used = None
+    rows = None
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         if cls.used is not None:
             cls.used.add(getattr(func, "__name__", str(func)).removeprefix("__").removesuffix("__"))
         with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **(kwargs or {}))
+            result = func(*args, **(kwargs or {}))
+        if isinstance(result, torch.Tensor) and cls.rows in result.shape:
+            return result.as_subclass(cls)
+        if isinstance(result, (tuple, list)):  # split, chunk, unbind: pieces of the rows
+            return type(result)(r.as_subclass(cls) if isinstance(r, torch.Tensor) and cls.rows in r.shape else r
+                                for r in result)
+        return result
 
 
 _LOOKUPS = {"getitem", "index_select", "embedding", "take", "take_along_dim", "gather", "unbind", "iter",
@@ -206,15 +231,18 @@ _PRODUCTS = {"matmul", "rmatmul", "mm", "bmm", "einsum", "tensordot", "linear", 
 def check_one_hot_embedding(fn):
     """``fn(token_ids, weight) -> embeddings``: a one-hot matrix product equal to ``weight[token_ids]``.
 
-    The weight handed to ``fn`` records what is done with it: looking rows up (``weight[ids]``,
-    ``index_select``, ``F.embedding``, iterating over it) fails, a product with it is required."""
+    The weight handed to ``fn`` records what is done with it and with what is computed from it:
+    looking rows up (``weight[ids]``, ``(weight * 1)[ids]``, ``index_select``, ``F.embedding``,
+    iterating over it) fails, a product with it is required; ``F.one_hot`` is ruled out (the one-hot
+    tensor is to be built by hand)."""
     g = _gen(2)
     weight = torch.randn(11, 5, generator=g)
     for shape in [(7,), (3, 4)]:
         ids = torch.randint(0, 11, shape, generator=g)
-        _RecordingWeight.used = set()
+        _RecordingWeight.used, _RecordingWeight.rows = set(), weight.shape[0]  # 11: in neither ids shape nor dim
         try:
-            got = _call(fn, ids, weight.as_subclass(_RecordingWeight))
+            got = _call_without(fn, ids, weight.as_subclass(_RecordingWeight), forbidden={"F.one_hot": [F.one_hot]},
+                                what="one_hot_embedding")
         finally:
             used, _RecordingWeight.used = _RecordingWeight.used, None
         if isinstance(got, _RecordingWeight):
@@ -279,6 +307,17 @@ def check_causal_softmax(fn):
         if not _close(got, expected):
             _fail(f"for scores of shape {shape} the weights differ from softmax(scores masked with -inf above the "
                   "diagonal); did you zero the future after softmax without renormalising the rows?")
+    # Future scores far above the past ones: a softmax over all of them leaves the past about exp(-200), which
+    # is 0 in float32, so zeroing the future after softmax and renormalising divides 0 by 0. Masking with
+    # -inf first never looks at the future scores.
+    scores = torch.randn(2, 5, 5, generator=g).masked_fill(causal_mask(5), 200.0)
+    got = _tensor(_call(fn, scores.clone()), "causal_softmax")
+    expected = torch.softmax(scores.masked_fill(causal_mask(5), -torch.inf), dim=-1)
+    if not _close(got, expected):
+        _fail("with future scores of 200 (past ones near 0) your weights are "
+              f"{'nan or inf' if not torch.isfinite(got).all() else 'wrong'}: a softmax over every score gives the "
+              "past exp(-200), 0 in float32, so renormalising after softmax cannot recover it; set the future "
+              "scores to -inf before softmax")
     return _passed("causal softmax")
 
 
@@ -287,7 +326,9 @@ def check_scaled_dot_product_attention(fn):
     g = _gen(4)
     q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))  # (batch, heads, tokens, head_dim)
     for causal in (True, False):
-        got = _tensor(_call(fn, q, k, v, causal), "scaled dot-product attention")
+        got = _tensor(_call_without(fn, q, k, v, causal, what="your attention",
+                                    forbidden={"F.scaled_dot_product_attention": [F.scaled_dot_product_attention]}),
+                      "scaled dot-product attention")
         _shape(got, (2, 3, 5, 8), "the context vectors")
         expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         if _close(got, expected):
@@ -321,9 +362,19 @@ def check_mha_from_wrapper(fn):
             mha = _call(fn, wrapper, what="mha_from_wrapper")
         if not isinstance(mha, MultiHeadAttention):
             _fail(f"return a MultiHeadAttention, got {type(mha).__name__}")
+        if getattr(mha, "num_heads", None) != heads:
+            _fail(f"the wrapper has {heads} heads; your MultiHeadAttention has num_heads={getattr(mha, 'num_heads', None)}")
+        # Only the weights are the answer: they go into a fresh MultiHeadAttention, so a forward method, a hook
+        # or a layer swapped on the returned module (one that calls the wrapper, say) is not what is run.
+        fresh = MultiHeadAttention(d_in, head_dim * heads, 7, 0.0, heads)
+        try:
+            fresh.load_state_dict(torch.nn.Module.state_dict(mha))
+        except (RuntimeError, ValueError) as err:
+            _fail(f"your MultiHeadAttention's weights do not fit MultiHeadAttention(d_in={d_in}, "
+                  f"d_out={head_dim * heads}, context_length=7, num_heads={heads}): {str(err).splitlines()[-1].strip()}")
         x = torch.randn(2, 7, d_in, generator=_gen(d_in))
         with torch.no_grad():
-            got, expected = mha.eval()(x), wrapper(x)
+            got, expected = fresh.eval()(x), wrapper(x)
         _shape(got, expected.shape, "the MultiHeadAttention output")
         if not _close(got, expected):
             _fail(f"outputs differ for {heads} heads of size {head_dim}: stack the heads' W_query/W_key/W_value "
@@ -341,11 +392,17 @@ def _count(model):
     return sum(p.numel() for p in model.parameters())
 
 
+# Building any layer or model runs nn.Module.__init__: a count by formula never does.
+_BUILDING = {"nn.Module.__init__ (it builds a layer or a model; count with a formula from the config instead)":
+             [torch.nn.Module.__init__]}
+
+
 def check_dummy_param_count(fn):
-    """``fn(cfg) -> int``: parameters of ``DummyGPTModel(cfg)``, by formula."""
+    """``fn(cfg) -> int``: parameters of ``DummyGPTModel(cfg)``, by formula (building a model, or any
+    layer, fails; on the meta device too)."""
     for cfg in (_SMALL, {**_SMALL, "context_length": 31, "emb_dim": 6}, {**_SMALL, "n_layers": 9}):
         expected = _count(DummyGPTModel(cfg))
-        got = _call(fn, dict(cfg))
+        got = _call_without(fn, dict(cfg), forbidden=_BUILDING)
         if got != expected:
             _fail(f"for vocab {cfg['vocab_size']}, context {cfg['context_length']}, emb_dim {cfg['emb_dim']}: you "
                   f"say {got}, the model has {expected} (token embedding + position embedding + output head)")
@@ -372,26 +429,43 @@ def check_positions_unchanged(fn):
     """``fn(model, ids, t) -> list of bool``: which positions' logits survive changing token ``t``.
 
     On the placeholder only position ``t`` changes; on a ``GPTModel`` (causal attention) the positions
-    before ``t`` stay and ``t`` and every later one change. An answer has to run the model to tell."""
+    before ``t`` stay and ``t`` and every later one change; on a ``GPTModel`` without blocks (nothing
+    mixes the positions) only ``t`` changes again, so the model's class does not tell the answer. The
+    check also counts the forward passes (through the output head, however the model is called)."""
     torch.manual_seed(7)
     placeholder = DummyGPTModel(_SMALL).eval()
     gpt = GPTModel(_SMALL).eval()
+    no_blocks = GPTModel({**_SMALL, "n_layers": 0}).eval()
     ids = torch.randint(0, 97, (1, 6), generator=_gen(7))
-    for model, rule, name in ((placeholder, lambda i, t: i != t, "the placeholder model"),
-                              (gpt, lambda i, t: i < t, "a GPTModel")):
-        for t in range(6):
-            with torch.no_grad():
-                got = _as_list(_call(fn, model, ids.clone(), t))
-            expected = [rule(i, t) for i in range(6)]
-            if got != expected:
-                what = ("only row {t}" if model is placeholder else "rows {t} to 5 (attention passes the change on to "
-                        "later positions, never to earlier ones)").format(t=t)
-                _fail(f"changing token {t} of the input of {name} should change {what}: expected {expected}, got {got}; "
-                      "run the model on both inputs and compare each position's logits")
+    only_t = "only row {t}"
+    cases = ((placeholder, lambda i, t: i != t, "the placeholder model", only_t),
+             (gpt, lambda i, t: i < t, "a GPTModel",
+              "rows {t} to 5 (attention passes the change on to later positions, never to earlier ones)"),
+             (no_blocks, lambda i, t: i != t, "a GPTModel with no transformer blocks",
+              only_t + " (without blocks no attention mixes the positions)"))
+    for model, rule, name, what in cases:
+        calls = []
+        hook = model.out_head.register_forward_pre_hook(lambda module, args: calls.append(1))
+        try:
+            for t in range(6):
+                calls.clear()
+                with torch.no_grad():
+                    got = _as_list(_call(fn, model, ids.clone(), t))
+                if not calls:
+                    _fail(f"your function never runs the model ({name}, token {t}): run it on both inputs and "
+                          "compare each position's logits")
+                expected = [rule(i, t) for i in range(6)]
+                if got != expected:
+                    _fail(f"changing token {t} of the input of {name} should change {what.format(t=t)}: expected "
+                          f"{expected}, got {got}; run the model on both inputs and compare each position's logits")
+        finally:
+            hook.remove()
     return _passed("positions unchanged")
 
 
 # --- 04: the transformer block -------------------------------------------------------------------------
+
+_LAYER_NORMS = {"F.layer_norm": [F.layer_norm, torch.layer_norm, torch.native_layer_norm]}  # nn.LayerNorm too
 
 def check_layer_norm(cls):
     """``cls(emb_dim)``: a LayerNorm module with ``scale`` and ``shift`` parameters."""
@@ -413,10 +487,11 @@ def check_layer_norm(cls):
     x[0, 0] = 2.5  # a constant vector: variance 0, where eps alone keeps the division finite
     x[0, 1] = 2.5 + torch.randn(16, generator=_gen(11)) * 1e-3  # tiny variance: eps matters here too
     with torch.no_grad():
-        got = _tensor(_call(mine, x, what="your LayerNorm"), "your LayerNorm")
+        got = _tensor(_call_without(mine, x, forbidden=_LAYER_NORMS, what="your LayerNorm"), "your LayerNorm")
         expected = ref(x)
     _shape(got, x.shape, "the normalised tensor")
     if _close(got, expected):
+        _check_unbiased_variant(cls, ref, x)
         return _passed("LayerNorm")
     if not torch.isfinite(got).all():
         _fail("your LayerNorm returns inf or nan for a constant vector (variance 0): add eps inside the square "
@@ -437,12 +512,36 @@ def check_layer_norm(cls):
     _fail("the output differs from LayerNorm's: (x - mean) / sqrt(var + eps), then scale and shift")
 
 
+def _check_unbiased_variant(cls, ref, x):
+    """``cls(16, unbiased=True)`` must normalise with the n - 1 variance (exercise 1's second variant)."""
+    try:
+        mine = cls(16, unbiased=True)
+    except TypeError as err:
+        _fail(f"MyLayerNorm(16, unbiased=True) raised TypeError: {err}; __init__ takes (emb_dim, eps=1e-5, unbiased=False)")
+    except NotImplementedError:
+        _fail("your LayerNorm class is not written yet: replace `raise NotImplementedError()` with your code")
+    with torch.no_grad():
+        mine.scale.copy_(ref.scale)
+        mine.shift.copy_(ref.shift)
+        got = _tensor(_call_without(mine, x, forbidden=_LAYER_NORMS, what="your LayerNorm with unbiased=True"),
+                      "your LayerNorm")
+    mean = x.mean(-1, keepdim=True)
+    expected = ref.scale * (x - mean) / torch.sqrt(x.var(-1, keepdim=True, unbiased=True) + 1e-5) + ref.shift
+    _shape(got, x.shape, "the normalised tensor (unbiased=True)")
+    if not _close(got, expected):
+        hint = " (it returns its input unchanged)" if _close(got, x) else ""
+        hint = " (it still uses the biased variance)" if _close(got, ref(x)) else hint
+        _fail(f"with unbiased=True the output differs from (x - mean) / sqrt(var + eps) with the n - 1 variance"
+              f"{hint}: x.var(dim=-1, unbiased=True)")
+
+
 def check_count_gpt_params(fn):
-    """``fn(cfg, tie_weights=False) -> int``: parameters of ``GPTModel(cfg, tie_weights)``, by formula."""
+    """``fn(cfg, tie_weights=False) -> int``: parameters of ``GPTModel(cfg, tie_weights)``, by formula
+    (building a model or a layer fails, on the meta device too)."""
     for cfg in (_SMALL, {**_SMALL, "qkv_bias": True}, {**_SMALL, "n_layers": 0}):
         for tie in (False, True):
             expected = _count(GPTModel(cfg, tie_weights=tie))
-            got = _call(fn, dict(cfg), tie)
+            got = _call_without(fn, dict(cfg), tie, forbidden=_BUILDING)
             if got != expected:
                 _fail(f"for n_layers={cfg['n_layers']}, qkv_bias={cfg['qkv_bias']}, tie_weights={tie}: you say {got}, "
                       f"the model has {expected}")
@@ -460,11 +559,13 @@ def check_greedy_step(fn):
     """``fn(model, idx, context_size) -> (batch, 1)`` ids: the most likely next token.
 
     The prompt (12 tokens) is longer than the model's context (10): an answer that forgets to crop
-    gets the model's own error, which says to crop."""
+    gets the model's own error, which says to crop. Calling ``generate_text_simple`` or the package's
+    ``generate`` fails."""
     model = _small_model()
     idx = torch.randint(0, 97, (3, 12), generator=_gen(12))
     with torch.no_grad():
-        got = _tensor(_call(fn, model, idx.clone(), 5, what="greedy_step"), "greedy_step")
+        got = _tensor(_call_without(fn, model, idx.clone(), 5, forbidden=_PACKAGE_GENERATORS, what="greedy_step"),
+                      "greedy_step")
         expected = generate_text_simple(model, idx, 1, 5)[:, -1:]
         if got.shape == (3,):
             _fail("expected shape (3, 1) (one id per sequence, ready for torch.cat), got (3,): use keepdim=True")
@@ -477,8 +578,8 @@ def check_greedy_step(fn):
     return _passed("greedy step")
 
 
-_GENERATORS = {"generate_text_simple": [generate_text_simple], "the package's generate": [_package_generate],
-               "greedy_step": ["greedy_step"]}
+_PACKAGE_GENERATORS = {"generate_text_simple": [generate_text_simple], "the package's generate": [_package_generate]}
+_GENERATORS = {**_PACKAGE_GENERATORS, "greedy_step": ["greedy_step"]}
 
 
 def check_generate(fn):
@@ -511,11 +612,12 @@ def check_replay_choices(fn):
     """``fn(model, ids, prompt_len) -> list``: the greedy choices recovered from one forward pass.
 
     On ids that greedy generation produced the answer equals the generated tokens, so the check also
-    uses random ids, where only running the model gives the argmax; and it counts the forward passes."""
+    uses random ids, where only running the model gives the argmax; and it counts the forward passes
+    (at the output head, so ``model(ids)`` and ``model.forward(ids)`` both count)."""
     model = _small_model(14)
     prompt = torch.randint(0, 97, (1, 3), generator=_gen(14))
     calls = []
-    hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    hook = model.out_head.register_forward_pre_hook(lambda module, args: calls.append(1))
     try:
         with torch.no_grad():
             generated = generate_text_simple(model, prompt, 6, 10)
@@ -543,7 +645,9 @@ def check_replay_choices(fn):
 
 _CROSS_ENTROPY_HELPERS = {"F.cross_entropy": [F.cross_entropy, torch._C._nn.cross_entropy_loss],
                           "nll_loss": [F.nll_loss, torch._C._nn.nll_loss],
-                          "softmax": [F.softmax, torch.softmax], "log_softmax": [F.log_softmax, torch.log_softmax]}
+                          "softmax": [F.softmax, torch.softmax, torch.special.softmax, torch._softmax],
+                          "log_softmax": [F.log_softmax, torch.log_softmax, torch.special.log_softmax,
+                                          torch._log_softmax]}
 
 
 def check_cross_entropy(fn):
