@@ -99,6 +99,34 @@ def test_playground_matches_generate_and_the_distribution_is_right(model):
     assert cold[0][1] > hot[0][1]
 
 
+def bar_pixels(fig):
+    """How many pixels of the rendered figure are the bars' colour (tab:blue), and the figure's size."""
+    import numpy as np
+
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    blue = (np.abs(rgb - np.array([31, 119, 180])).sum(-1) < 30).sum()
+    return int(blue), rgb.shape[0] * rgb.shape[1]
+
+
+def test_playground_bars_are_visible_for_an_untrained_model(model):
+    """An untrained model gives its top tokens about 1e-4 each: on a fixed 0..1 axis the bars were
+    invisible. The axis follows the largest probability shown, and the label says so."""
+    pg = GenerationPlayground(model, get_tokenizer())
+    pairs = pg.next_token_distribution("The clock")
+    largest = pairs[0][1]
+    assert largest < 1e-3  # the case that drew an empty chart
+    for fig, top in ((pg.figure("The clock"), largest), (pg.figure("The clock", top_k=1), 1.0)):
+        ax = fig.axes[0]
+        assert ax.get_xlim()[0] == 0 and top <= ax.get_xlim()[1] <= 1.1 * top
+        assert ax.get_xlabel() == f"probability (axis up to the largest shown, {top:.2g})"
+        widths = sorted(bar.get_width() for bar in ax.patches)
+        assert widths[-1] == pytest.approx(top)
+        blue, total = bar_pixels(fig)
+        assert blue > 0.01 * total, f"the bars cover {blue} of {total} pixels"
+        matplotlib.pyplot.close(fig)
+
+
 @pytest.fixture
 def recording_playground(model, monkeypatch):
     """A playground whose run() records its arguments instead of generating."""

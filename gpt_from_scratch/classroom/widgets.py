@@ -264,13 +264,18 @@ class GenerationPlayground:
         return token_ids_to_text(out, self.tokenizer)
 
     def figure(self, prompt, temperature=1.0, top_k=None):
-        """Bar chart of the next-token distribution after ``prompt``."""
+        """Bar chart of the next-token distribution after ``prompt``.
+
+        The axis runs from 0 to a little past the largest probability shown, not to 1: an untrained
+        model's top tokens have about 1e-4 each, invisible on a 0..1 axis. The label says so."""
         pairs = self.next_token_distribution(prompt, temperature, top_k)
         fig, ax = plt.subplots(figsize=(6, 3.2))
         labels = [repr(t) for t, _ in pairs][::-1]
-        ax.barh(labels, [p for _, p in pairs][::-1], color="tab:blue")
-        ax.set_xlabel("probability")
-        ax.set_xlim(0, 1)
+        probs = [p for _, p in pairs][::-1]
+        largest = max(probs)
+        ax.barh(labels, probs, color="tab:blue")
+        ax.set_xlabel(f"probability (axis up to the largest shown, {largest:.2g})")
+        ax.set_xlim(0, largest * 1.05 if largest > 0 else 1)
         k = "off" if top_k is None else top_k
         ax.set_title(f"Next token after the prompt (temperature {temperature}, top-k {k})")
         fig.tight_layout()

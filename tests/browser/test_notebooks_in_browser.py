@@ -3,7 +3,8 @@
 nbval checks what the kernel prints, never what a learner sees (it skips widget views, and the stored
 outputs are the static fallback). Here each notebook with widgets is opened in JupyterLab, all its cells
 are run with live widgets, and the page is checked: no error output, no "Error displaying widget",
-every explorer and playground shows its controls with readable labels and a sharp picture, and turning
+every explorer and playground shows its controls with readable labels and a sharp picture (a playground's
+bars visible, whatever the model), and turning
 a control changes the picture or the text within a few seconds. A screenshot per notebook (and one per
 widget) lands in ``build/browser-screenshots/`` (or ``$GPT_FROM_SCRATCH_SCREENSHOTS``); pytest's summary
 lists the files.
@@ -117,6 +118,23 @@ LOOK = """el => {
     };
 }"""
 
+# The share of the playground's picture in the bars' colour (tab:blue): 0 when the bars are too thin to see
+# (an untrained model's top probabilities, about 1e-4, on a 0..1 axis drew an empty chart).
+BARS = """async el => {
+    const img = el.querySelector('img');
+    await img.decode();
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    let blue = 0;
+    for (let i = 0; i < data.length; i += 4)
+        if (Math.abs(data[i] - 31) + Math.abs(data[i + 1] - 119) + Math.abs(data[i + 2] - 180) < 30) blue++;
+    return blue / (canvas.width * canvas.height);
+}"""
+
 STATE = "el => [el.querySelector('img') && el.querySelector('img').src, el.querySelector('pre') && el.querySelector('pre').innerText]"
 
 
@@ -192,6 +210,9 @@ def test_widgets_render_and_respond_in_jupyterlab(lab, name):
             assert img and img["complete"] and img["shown"] >= 200, f"{kind}: no picture shown ({img})"
             # drawn with at least 2 PNG pixels per CSS pixel: sharp on this 2x (high-DPI) page
             assert img["natural"] >= 2 * img["shown"] - 2, f"{kind}: picture {img['natural']} px shown at {img['shown']}"
+            if kind == "playground":
+                share = widget.evaluate(BARS)
+                assert share > 0.01, f"playground: the bars cover {share:.2%} of the chart, too thin to see"
             for what, seconds in interact(page, widget, kind).items():
                 timings[f"{kind} {what}"] = seconds
             assert not cell_problems(page), "\n".join(cell_problems(page))  # the callbacks raised nothing
