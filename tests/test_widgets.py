@@ -119,7 +119,7 @@ def test_playground_bars_are_visible_for_an_untrained_model(model):
     for fig, top in ((pg.figure("The clock"), largest), (pg.figure("The clock", top_k=1), 1.0)):
         ax = fig.axes[0]
         assert ax.get_xlim()[0] == 0 and top <= ax.get_xlim()[1] <= 1.1 * top
-        assert ax.get_xlabel() == f"probability (axis up to the largest shown, {top:.2g})"
+        assert ax.get_xlabel() == f"probability (axis up to the largest shown, {100 * top:.3g}%)"
         widths = sorted(bar.get_width() for bar in ax.patches)
         assert widths[-1] == pytest.approx(top)
         blue, total = bar_pixels(fig)

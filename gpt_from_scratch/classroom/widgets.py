@@ -15,6 +15,7 @@ import sys
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ..generate import generate, text_to_token_ids, token_ids_to_text, top_k_filter
 
@@ -274,8 +275,10 @@ class GenerationPlayground:
         probs = [p for _, p in pairs][::-1]
         largest = max(probs)
         ax.barh(labels, probs, color="tab:blue")
-        ax.set_xlabel(f"probability (axis up to the largest shown, {largest:.2g})")
+        ax.set_xlabel(f"probability (axis up to the largest shown, {100 * largest:.3g}%)")
         ax.set_xlim(0, largest * 1.05 if largest > 0 else 1)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1))  # 0.005% rather than 5e-05
         k = "off" if top_k is None else top_k
         ax.set_title(f"Next token after the prompt (temperature {temperature}, top-k {k})")
         fig.tight_layout()
