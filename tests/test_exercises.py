@@ -78,6 +78,9 @@ def test_one_hot_and_num_windows():
     assert ex.check_num_windows(lambda n, m, s: (n - m - 1) // s + 1).endswith("correct")
     fails(ex.check_num_windows, lambda n, m, s: (n - m) // s + 1, "the dataset has")
     fails(ex.check_num_windows, lambda n, m, s: (n - m - 1) / s // 1 + 1, "return a whole number")
+    # The text says "without building a dataset": counting one built from a stand-in id list fails.
+    fails(ex.check_num_windows, lambda n, m, s: len(GPTDatasetV1(" ".join(["7"] * n), StubTokenizer(), m, s)),
+          "calls GPTDatasetV1")
 
 
 def test_not_implemented_is_explained():
@@ -139,6 +142,13 @@ def test_scaled_dot_product_attention():
     fails(ex.check_scaled_dot_product_attention,
           lambda q, k, v, c=True: nn.functional.scaled_dot_product_attention(q, k, v, is_causal=c),
           "calls F.scaled_dot_product_attention")
+    # The text asks for the masking to be written again, not borrowed from exercise 1's answer.
+    namespace = {"causal_softmax": causal_softmax, "torch": torch}
+    exec("def reuses(q, k, v, is_causal=True):\n"
+         "    s = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5\n"
+         "    return (causal_softmax(s) if is_causal else torch.softmax(s, -1)) @ v\n", namespace)
+    fails(ex.check_scaled_dot_product_attention, namespace["reuses"], "calls your causal_softmax")
+    assert causal_softmax(torch.zeros(2, 2))[0, 1] == 0  # the tripwire is gone afterwards
 
 
 def mha_from_wrapper(wrapper):
@@ -225,6 +235,9 @@ def test_counts_and_positions():
         return model(torch.tensor([ids]))[0].argmax(-1).tolist()
     assert ex.check_top_choices(top).endswith("correct")
     fails(ex.check_top_choices, lambda m, ids: m(torch.tensor([ids]))[0].argmax(0).tolist(), "return a list|expected")
+    # "Run the model once": one pass per prefix gives the same ids and is now refused.
+    fails(ex.check_top_choices, lambda m, ids: [m(torch.tensor([ids[:i + 1]]))[0, -1].argmax().item()
+                                               for i in range(len(ids))], "your function ran it 7 times")
 
     def unchanged(model, ids, t):
         changed = ids.clone()

@@ -262,12 +262,13 @@ def check_one_hot_embedding(fn):
 
 
 def check_num_windows(fn):
-    """``fn(n_tokens, max_length, stride) -> int``, the number of windows ``GPTDatasetV1`` makes."""
+    """``fn(n_tokens, max_length, stride) -> int``, the number of windows ``GPTDatasetV1`` makes, without
+    building one."""
     for n in (10, 37, 100):
         for max_length in (1, 4, 9):
             for stride in (1, 2, 3, 4, 10):
                 expected = len(range(0, n - max_length, stride))
-                got = _call(fn, n, max_length, stride)
+                got = _call_without(fn, n, max_length, stride, forbidden=_DATASETS)
                 if not isinstance(got, int) or isinstance(got, bool):
                     _fail(f"return a whole number (int), got {got!r} ({type(got).__name__}): use // for division")
                 if got != expected:
@@ -321,13 +322,17 @@ def check_causal_softmax(fn):
     return _passed("causal softmax")
 
 
+# Exercise 2 is graded on its own: PyTorch's function and the notebook's exercise-1 answer are ruled out.
+_ATTENTION_HELPERS = {"F.scaled_dot_product_attention": [F.scaled_dot_product_attention],
+                      "your causal_softmax (write the masking again here)": ["causal_softmax"]}
+
+
 def check_scaled_dot_product_attention(fn):
     """``fn(q, k, v, is_causal=True) -> context``, equal to PyTorch's scaled_dot_product_attention."""
     g = _gen(4)
     q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))  # (batch, heads, tokens, head_dim)
     for causal in (True, False):
-        got = _tensor(_call_without(fn, q, k, v, causal, what="your attention",
-                                    forbidden={"F.scaled_dot_product_attention": [F.scaled_dot_product_attention]}),
+        got = _tensor(_call_without(fn, q, k, v, causal, what="your attention", forbidden=_ATTENTION_HELPERS),
                       "scaled dot-product attention")
         _shape(got, (2, 3, 5, 8), "the context vectors")
         expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -410,12 +415,21 @@ def check_dummy_param_count(fn):
 
 
 def check_top_choices(fn):
-    """``fn(model, ids) -> list``: the most likely next token at every position."""
+    """``fn(model, ids) -> list``: the most likely next token at every position, from one forward pass."""
     torch.manual_seed(6)
     model = GPTModel(_SMALL).eval()
     ids = torch.randint(0, 97, (7,), generator=_gen(6)).tolist()
+    calls = []
+    hook = model.out_head.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        with torch.no_grad():
+            got = _call(fn, model, list(ids))
+    finally:
+        hook.remove()
+    if len(calls) != 1:
+        _fail(f"run the model once on the whole sequence (as a (1, {len(ids)}) tensor); your function ran it "
+              f"{len(calls)} times")
     with torch.no_grad():
-        got = _call(fn, model, list(ids))
         expected = model(torch.tensor([ids]))[0].argmax(-1).tolist()
     got = _as_list(got)
     if not isinstance(got, list) or len(got) != len(ids):
