@@ -355,6 +355,7 @@ def test_kv_cache_bytes_loophole_asking_the_package():
             return sum(layer.nbytes() for layer in GPTModel(cfg).new_kv_cache(1, n))
 
     fails(ex.check_kv_cache_bytes, allocate, "calls the package's KVCache")
+    fails(ex.check_kv_cache_bytes, ex._kv_cache_bytes, "calls the checker's own answer")
     fails(ex.check_kv_cache_bytes, model_cache, "calls the package's KVCache")
     # The tripwires are gone afterwards: the package's cache still works.
     assert KVCache(1, 2, 3, 4).nbytes() == 2 * 24 * 4
@@ -452,3 +453,5 @@ def test_to_hub_layout():
             b.att.out_proj.weight.data = b.att.out_proj.weight.data.T.contiguous()
         return to_hub(m)
     fails(ex.check_to_hub_layout, in_place, "changed the model's weights")
+    fails(ex.check_to_hub_layout, ex._hub_layout_of, "calls the checker's own answer")
+    assert ex.check_to_hub_layout(to_hub).endswith("correct")  # the checker's reference works again afterwards
