@@ -488,15 +488,62 @@ def test_cached_positions():
     fails(ex.check_cached_positions, lambda past, n: torch.arange(past + n), "wrong shape")
 
 
+def test_cached_positions_loopholes():
+    # The checker's former three fixed cases, answered from a table: the cases are now drawn afresh.
+    table = {(0, 4): [0, 1, 2, 3], (4, 1): [4], (9, 3): [9, 10, 11]}
+    fails(ex.check_cached_positions, lambda past, n: torch.tensor(table[past, n]), "raised KeyError")
+    # Narrow integer types pass a range check on small positions and then wrap or break pos_emb.
+    for dtype in (torch.int16, torch.uint8, torch.int32):
+        fails(ex.check_cached_positions, lambda past, n, dtype=dtype: torch.arange(past, past + n).to(dtype),
+              "should be torch.long")
+    # Hand-built lists work too, as long as they end as a LongTensor.
+    assert ex.check_cached_positions(lambda past, n: torch.tensor([past + i for i in range(n)])).endswith("correct")
+
+
+def kv_bytes(cfg, num_tokens, batch_size=1, dtype=torch.float32, num_kv_heads=None):
+    heads = cfg["n_heads"] if num_kv_heads is None else num_kv_heads
+    return 2 * cfg["n_layers"] * batch_size * num_tokens * heads * (cfg["emb_dim"] // cfg["n_heads"]) * dtype.itemsize
+
+
 def test_kv_cache_bytes():
-    right = lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"] * 4
-    assert ex.check_kv_cache_bytes(right).endswith("correct")
-    assert right({"n_layers": 12, "emb_dim": 768}, 1024) == 75_497_472  # 72 MiB: GPT-2 124M at 1,024 tokens
-    fails(ex.check_kv_cache_bytes, lambda cfg, n: cfg["n_layers"] * n * cfg["emb_dim"] * 4, "keys and values")
-    fails(ex.check_kv_cache_bytes, lambda cfg, n: 2 * n * cfg["emb_dim"] * 4, "multiply by n_layers")
-    fails(ex.check_kv_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"], "not bytes")
-    fails(ex.check_kv_cache_bytes, lambda cfg, n: right(cfg, cfg["context_length"]), "not context_length")
-    fails(ex.check_kv_cache_bytes, lambda cfg, n: right(cfg, n) + 1, "expected")
+    assert ex.check_kv_cache_bytes(kv_bytes).endswith("correct")
+    bits = lambda cfg, n, b=1, dt=torch.float32, kv=None: (
+        2 * cfg["n_layers"] * b * n * (kv or cfg["n_heads"]) * cfg["emb_dim"] // cfg["n_heads"] * torch.finfo(dt).bits // 8)
+    assert ex.check_kv_cache_bytes(bits).endswith("correct")
+    assert kv_bytes({"n_layers": 12, "emb_dim": 768, "n_heads": 12}, 1024) == 75_497_472  # GPT-2 124M: 72 MiB
+    # SmolLM2-135M: 30 layers, 3 key/value heads of 64: 46,080 bytes per token in float32
+    assert kv_bytes({"n_layers": 30, "emb_dim": 576, "n_heads": 9}, 1, num_kv_heads=3) == 46_080
+    fails(ex.check_kv_cache_bytes, lambda cfg, n, *a: kv_bytes(cfg, n, *a) // 2, "keys and values")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n, *a: kv_bytes(cfg, n, *a) // cfg["n_layers"], "multiply by n_layers")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n, *a: kv_bytes(cfg, n, *a) // 4, "not bytes")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n, *a: kv_bytes(cfg, cfg["context_length"], *a), "not context_length")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n, *a: kv_bytes(cfg, n, *a) + 1, "expected")
+    # batch, precision and key/value heads, each forgotten in turn
+    fails(ex.check_kv_cache_bytes, lambda cfg, n, b=1, dt=torch.float32, kv=None: kv_bytes(cfg, n, 1, dt, kv),
+          "multiply by batch_size")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n, b=1, dt=torch.float32, kv=None: kv_bytes(cfg, n, b, torch.float32, kv),
+          "depend on dtype")
+    fails(ex.check_kv_cache_bytes, lambda cfg, n, b=1, dt=torch.float32, kv=None: kv_bytes(cfg, n, b, dt),
+          "only the num_kv_heads")
+
+
+def test_kv_cache_bytes_loophole_asking_the_package():
+    from gpt_from_scratch.attention import KVCache
+
+    def allocate(cfg, n, batch_size=1, dtype=torch.float32, num_kv_heads=None):
+        heads = num_kv_heads or cfg["n_heads"]
+        one = KVCache(batch_size, heads, n, cfg["emb_dim"] // cfg["n_heads"], dtype=dtype, device="meta")
+        return one.nbytes() * cfg["n_layers"]
+
+    def model_cache(cfg, n, *args):
+        with torch.device("meta"):
+            return sum(layer.nbytes() for layer in GPTModel(cfg).new_kv_cache(1, n))
+
+    fails(ex.check_kv_cache_bytes, allocate, "calls the package's KVCache")
+    fails(ex.check_kv_cache_bytes, ex._kv_cache_bytes, "calls the checker's own answer")
+    fails(ex.check_kv_cache_bytes, model_cache, "calls the package's KVCache")
+    # The tripwires are gone afterwards: the package's cache still works.
+    assert KVCache(1, 2, 3, 4).nbytes() == 2 * 24 * 4
 
 
 # --- 08 ---
@@ -531,3 +578,65 @@ def test_config_from_shapes():
     fails(ex.check_config_from_shapes, lambda s: {**right(s), "qkv_bias": False}, "has a bias")
     fails(ex.check_config_from_shapes, lambda s: {k: v for k, v in right(s).items() if k != "drop_rate"},
           "no 'drop_rate'")
+
+
+def test_config_from_shapes_loophole_package_helper():
+    # The package's private helper reads a config off the shapes too, but only for GPT-2's four widths:
+    # the checker also asks about widths such as 256, where it raises.
+    from gpt_from_scratch import weights
+
+    class Shapes(dict):
+        def shape(self, key):
+            return self[key]
+
+    fails(ex.check_config_from_shapes, lambda s: weights._config_from_shapes(Shapes(s), "file", hub_layout=True),
+          "raised ValueError")
+
+
+def to_hub(model):
+    out = {"wte.weight": model.tok_emb.weight, "wpe.weight": model.pos_emb.weight}
+    for i, blk in enumerate(model.trf_blocks):
+        p, att = f"h.{i}.", blk.att
+        out[p + "ln_1.weight"], out[p + "ln_1.bias"] = blk.norm1.scale, blk.norm1.shift
+        out[p + "attn.c_attn.weight"] = torch.cat([att.W_query.weight.T, att.W_key.weight.T, att.W_value.weight.T], 1)
+        out[p + "attn.c_attn.bias"] = torch.cat([att.W_query.bias, att.W_key.bias, att.W_value.bias])
+        out[p + "attn.c_proj.weight"], out[p + "attn.c_proj.bias"] = att.out_proj.weight.T, att.out_proj.bias
+        out[p + "ln_2.weight"], out[p + "ln_2.bias"] = blk.norm2.scale, blk.norm2.shift
+        out[p + "mlp.c_fc.weight"], out[p + "mlp.c_fc.bias"] = blk.ff.layers[0].weight.T, blk.ff.layers[0].bias
+        out[p + "mlp.c_proj.weight"], out[p + "mlp.c_proj.bias"] = blk.ff.layers[2].weight.T, blk.ff.layers[2].bias
+    out["ln_f.weight"], out["ln_f.bias"] = model.final_norm.scale, model.final_norm.shift
+    return out
+
+
+def test_to_hub_layout():
+    assert ex.check_to_hub_layout(to_hub).endswith("correct")
+    with_masks = lambda m: {**to_hub(m), **{f"h.{i}.attn.bias": torch.ones(1) for i in range(len(m.trf_blocks))}}
+    assert ex.check_to_hub_layout(with_masks).endswith("correct")
+    # the silent mistake: the square attn.c_proj left untransposed passes every shape check
+    fails(ex.check_to_hub_layout, lambda m: {**to_hub(m), **{f"h.{i}.attn.c_proj.weight": b.att.out_proj.weight
+                                                             for i, b in enumerate(m.trf_blocks)}},
+          "h.0.attn.c_proj.weight is not transposed: it is square")
+    fails(ex.check_to_hub_layout, lambda m: {**to_hub(m), **{f"h.{i}.mlp.c_fc.weight": b.ff.layers[0].weight
+                                                             for i, b in enumerate(m.trf_blocks)}},
+          "Conv1D stores \\(in, out\\)")
+    def kqv(m):
+        out = to_hub(m)
+        for i, b in enumerate(m.trf_blocks):
+            out[f"h.{i}.attn.c_attn.weight"] = torch.cat([b.att.W_key.weight.T, b.att.W_query.weight.T,
+                                                          b.att.W_value.weight.T], 1)
+        return out
+    fails(ex.check_to_hub_layout, kqv, "block 0 holds the key part")
+    fails(ex.check_to_hub_layout, lambda m: {**to_hub(m), "lm_head.weight": m.out_head.weight}, "no lm_head.weight")
+    fails(ex.check_to_hub_layout, lambda m: {"transformer." + k: v for k, v in to_hub(m).items()}, "prefix")
+    fails(ex.check_to_hub_layout, lambda m: {k: v for k, v in to_hub(m).items() if k != "ln_f.bias"}, "no 'ln_f.bias'")
+    fails(ex.check_to_hub_layout, lambda m: {**to_hub(m), "h.0.ln_1.weight": m.trf_blocks[0].norm1.shift},
+          "LayerNorm's scale")
+    fails(ex.check_to_hub_layout, lambda m: m.state_dict(), "not in GPT-2's file")
+
+    def in_place(m):
+        for b in m.trf_blocks:
+            b.att.out_proj.weight.data = b.att.out_proj.weight.data.T.contiguous()
+        return to_hub(m)
+    fails(ex.check_to_hub_layout, in_place, "changed the model's weights")
+    fails(ex.check_to_hub_layout, ex._hub_layout_of, "calls the checker's own answer")
+    assert ex.check_to_hub_layout(to_hub).endswith("correct")  # the checker's reference works again afterwards

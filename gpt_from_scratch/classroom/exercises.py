@@ -779,15 +779,31 @@ def check_cache_update(fn):
     return _passed("cache update")
 
 
+def _fresh_random():
+    """A random source seeded differently at every call: cases a learner cannot list in advance."""
+    import random
+
+    return random.Random()
+
+
 def check_cached_positions(fn):
     """``fn(past, num_new) -> (num_new,)`` LongTensor: the position ids of ``num_new`` tokens fed after
-    ``past`` cached ones, ready for ``pos_emb``."""
-    for past, new in ((0, 4), (4, 1), (9, 3)):
+    ``past`` cached ones, ready for ``pos_emb``.
+
+    The cases are drawn afresh at every call (a table of known answers does not pass), and the ids must
+    be ``torch.long``: a narrower integer type (uint8, int16) wraps around past its range."""
+    rng = _fresh_random()
+    cases = [(0, rng.randint(2, 8)), (rng.randint(1, 20), 1), (rng.randint(300, 1000), 1),
+             (rng.randint(256, 1000), rng.randint(2, 24)), (rng.randint(1, 100), rng.randint(2, 12))]
+    for past, new in cases:
         got = _tensor(_call(fn, past, new, what="cached_positions"), "cached_positions")
         expected = torch.arange(past, past + new)
         _shape(got, expected.shape, f"the positions for {new} new token(s) after {past} cached")
         if got.dtype.is_floating_point:
             _fail("position ids index the embedding table: use an integer tensor (torch.arange gives one)")
+        if got.dtype != torch.long:
+            _fail(f"position ids should be torch.long (64-bit), got {got.dtype}: a narrower type wraps around "
+                  f"(uint8 after 255, int16 after 32,767); torch.arange with integer arguments gives torch.long")
         if torch.equal(got, expected):
             continue
         if past and torch.equal(got, torch.arange(new)):
@@ -800,31 +816,72 @@ def check_cached_positions(fn):
     return _passed("cached positions")
 
 
+def _kv_cache_bytes(cfg, num_tokens, batch_size=1, dtype=torch.float32, num_kv_heads=None):
+    head_dim = cfg["emb_dim"] // cfg["n_heads"]
+    heads = cfg["n_heads"] if num_kv_heads is None else num_kv_heads
+    return 2 * cfg["n_layers"] * batch_size * num_tokens * heads * head_dim * dtype.itemsize
+
+
 def check_kv_cache_bytes(fn):
-    """``fn(cfg, num_tokens) -> int``: bytes of the keys and values a float32 cache holds for one sequence."""
+    """``fn(cfg, num_tokens, batch_size=1, dtype=torch.float32, num_kv_heads=None) -> int``: the bytes
+    of the keys and values a cache holds for ``batch_size`` sequences of ``num_tokens`` tokens, stored in
+    ``dtype``, with ``num_kv_heads`` key/value heads per layer (default: ``n_heads``, one per query head).
+
+    Computed, not allocated: building the package's ``KVCache`` (or a model's ``new_kv_cache``) and
+    asking it fails. The GPT-2 sizes are checked with the defaults, then configs, batch sizes, dtypes and
+    key/value head counts drawn afresh at every call."""
+    from ..attention import KVCache
     from ..config import GPT_CONFIG_TINY, GPT_CONFIGS
 
-    for cfg in [*GPT_CONFIGS.values(), GPT_CONFIG_TINY]:
-        for num_tokens in (1024, 7):
-            per_layer_token = cfg["emb_dim"] * 4  # one key (or value) vector of emb_dim float32 numbers
-            expected = 2 * cfg["n_layers"] * num_tokens * per_layer_token
-            got = _call(fn, dict(cfg), num_tokens, what="kv_cache_bytes")
-            if isinstance(got, torch.Tensor) and got.numel() == 1:
-                got = got.item()
-            if not isinstance(got, (int, float)) or isinstance(got, bool):
-                _fail(f"return a number of bytes, got {got!r}")
-            case = f"(emb_dim={cfg['emb_dim']}, n_layers={cfg['n_layers']}, {num_tokens} tokens)"
-            if got == expected:
-                continue
-            if got * 2 == expected:
-                _fail(f"the cache holds keys and values: twice what you counted {case}")
-            if got * cfg["n_layers"] == expected:
-                _fail(f"every layer has its own cache: multiply by n_layers {case}")
-            if got * 4 == expected:
-                _fail(f"you counted numbers, not bytes: a float32 number takes 4 bytes {case}")
-            if num_tokens != cfg["context_length"] and got == expected // num_tokens * cfg["context_length"]:
-                _fail(f"count the tokens held (num_tokens), not context_length {case}")
-            _fail(f"expected {expected:,} bytes {case}, got {got:,}: 2 x n_layers x tokens x emb_dim x 4")
+    forbidden = {"the package's KVCache": [KVCache.__init__, KVCache.nbytes, MultiHeadAttention.new_kv_cache,
+                                           GPTModel.new_kv_cache],
+                 "the checker's own answer": [_kv_cache_bytes]}
+    rng = _fresh_random()
+    cases = [(dict(cfg), n, None) for cfg in [*GPT_CONFIGS.values(), GPT_CONFIG_TINY] for n in (1024, 7)]
+    # Drawn so that each mistake gives its own ratio to the right answer: batch sizes are primes from 5,
+    # layer counts composite, 3, 4 or 6 query heads share each key/value head, 2- or 4-byte numbers.
+    dtypes = [torch.bfloat16, torch.float16, torch.float32] * 2
+    rng.shuffle(dtypes)  # every precision comes up, in another order each time
+    for dtype in dtypes:
+        kv_heads, group = rng.choice([1, 2, 3]), rng.choice([3, 4, 6])
+        n_heads, head_dim = kv_heads * group, rng.choice([16, 32, 64, 128])
+        cfg = {"vocab_size": 1000, "context_length": 4096, "emb_dim": n_heads * head_dim, "n_heads": n_heads,
+               "n_layers": rng.choice([6, 10, 12, 24, 30, 36]), "drop_rate": 0.0, "qkv_bias": False}
+        batch = rng.choice([5, 7, 11, 13, 17, 19, 23, 29, 31])
+        cases.append((cfg, rng.randint(3, 4096), (batch, dtype, kv_heads)))
+    for cfg, num_tokens, extra in cases:
+        args = (cfg, num_tokens) if extra is None else (cfg, num_tokens, *extra)
+        batch, dtype, kv_heads = extra or (1, torch.float32, None)
+        expected = _kv_cache_bytes(cfg, num_tokens, batch, dtype, kv_heads)
+        got = _call_without(fn, *args, forbidden=forbidden, what="kv_cache_bytes")
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if not isinstance(got, (int, float)) or isinstance(got, bool):
+            _fail(f"return a number of bytes, got {got!r}")
+        case = (f"(emb_dim={cfg['emb_dim']}, n_heads={cfg['n_heads']}, n_layers={cfg['n_layers']}, "
+                f"{num_tokens} tokens" + ("" if extra is None else
+                                          f", batch_size={batch}, {dtype}, num_kv_heads={kv_heads}") + ")")
+        if got == expected:
+            continue
+        if got * 2 == expected:
+            _fail(f"the cache holds keys and values: twice what you counted {case}")
+        if got * cfg["n_layers"] == expected:
+            _fail(f"every layer has its own cache: multiply by n_layers {case}")
+        if got * dtype.itemsize == expected:
+            _fail(f"you counted numbers, not bytes: a {dtype} number takes {dtype.itemsize} bytes {case}")
+        if extra is not None:
+            if got * batch == expected:
+                _fail(f"each of the batch_size sequences has its own keys and values: multiply by batch_size {case}")
+            if got * dtype.itemsize == expected * 4:
+                _fail(f"the bytes per number depend on dtype: {dtype} takes {dtype.itemsize} "
+                      f"(dtype.itemsize), not 4 {case}")
+            if got * kv_heads == expected * cfg["n_heads"]:
+                _fail(f"only the num_kv_heads key/value heads are cached (the query heads share them), each "
+                      f"head_dim = emb_dim // n_heads wide {case}")
+        if num_tokens != cfg["context_length"] and got == expected // num_tokens * cfg["context_length"]:
+            _fail(f"count the tokens held (num_tokens), not context_length {case}")
+        _fail(f"expected {expected:,} bytes {case}, got {got:,}: 2 x n_layers x batch_size x tokens x "
+              f"num_kv_heads x head_dim x bytes per number")
     return _passed("KV cache size")
 
 
@@ -870,12 +927,20 @@ def check_split_qkv(fn):
 
 
 def check_config_from_shapes(fn):
-    """``fn(shapes) -> cfg``: a GPTModel config read off ``{key: shape}`` of a Hub-layout GPT-2 file."""
+    """``fn(shapes) -> cfg``: a GPTModel config read off ``{key: shape}`` of a Hub-layout GPT-2 file.
+
+    Checked on GPT-2 medium, on a 3-block model 256 wide and on one drawn afresh at every call, with
+    heads 64 wide whatever the width (the package's loader only knows GPT-2's four widths, so calling
+    it does not pass)."""
     from ..config import GPT_CONFIG_124M, GPT_CONFIG_355M
     from ..weights import hub_layout_shapes
 
-    small = {**GPT_CONFIG_124M, "vocab_size": 300, "context_length": 16, "n_layers": 3}
-    for cfg in (GPT_CONFIG_355M, small):
+    rng = _fresh_random()
+    small = {**GPT_CONFIG_124M, "vocab_size": 300, "context_length": 16, "emb_dim": 256, "n_heads": 4, "n_layers": 3}
+    heads = rng.choice([2, 3, 5, 6, 7, 9, 10])
+    drawn = {**GPT_CONFIG_124M, "vocab_size": rng.randint(50, 999), "context_length": rng.randint(8, 99),
+             "emb_dim": 64 * heads, "n_heads": heads, "n_layers": rng.randint(2, 11)}
+    for cfg in (GPT_CONFIG_355M, small, drawn):
         shapes = hub_layout_shapes(cfg)
         for i in range(cfg["n_layers"]):  # the Hub's files also hold each block's mask buffer
             shapes[f"h.{i}.attn.bias"] = (1, 1, cfg["context_length"], cfg["context_length"])
@@ -906,6 +971,101 @@ def check_config_from_shapes(fn):
         if extra:
             _fail(f"your config has keys GPTModel does not know: {extra}")
     return _passed("config from shapes")
+
+
+def _hub_layout_of(model):
+    """The reference answer of ``check_to_hub_layout``: ``model``'s weights under the Hub's names,
+    Conv1D-style ``(in, out)``, query/key/value fused into ``c_attn``, no output head (tied)."""
+    out = {"wte.weight": model.tok_emb.weight, "wpe.weight": model.pos_emb.weight}
+    for i, blk in enumerate(model.trf_blocks):
+        p, att = f"h.{i}.", blk.att
+        qkv = (att.W_query, att.W_key, att.W_value)
+        out.update({
+            p + "ln_1.weight": blk.norm1.scale, p + "ln_1.bias": blk.norm1.shift,
+            p + "attn.c_attn.weight": torch.cat([lin.weight.T for lin in qkv], dim=1),  # (d, 3d)
+            p + "attn.c_attn.bias": torch.cat([lin.bias for lin in qkv]),
+            p + "attn.c_proj.weight": att.out_proj.weight.T, p + "attn.c_proj.bias": att.out_proj.bias,
+            p + "ln_2.weight": blk.norm2.scale, p + "ln_2.bias": blk.norm2.shift,
+            p + "mlp.c_fc.weight": blk.ff.layers[0].weight.T, p + "mlp.c_fc.bias": blk.ff.layers[0].bias,
+            p + "mlp.c_proj.weight": blk.ff.layers[2].weight.T, p + "mlp.c_proj.bias": blk.ff.layers[2].bias,
+        })
+    out.update({"ln_f.weight": model.final_norm.scale, "ln_f.bias": model.final_norm.shift})
+    return out
+
+
+def _diagnose_hub_tensor(key, got, expected, d):
+    """A learner's words for why the tensor under ``key`` differs from the reference."""
+    if got.shape != expected.shape:
+        if got.shape == expected.shape[::-1]:
+            _fail(f"{key} has shape {tuple(got.shape)}, the Hub's file has {tuple(expected.shape)}: Conv1D stores "
+                  f"(in, out), the transpose of nn.Linear's (out, in) weight")
+        _fail(f"{key} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+    if got.dim() == 2 and got.shape[0] == got.shape[1] and _close(got, expected.T):
+        _fail(f"{key} is not transposed: it is square, so its shape is right either way, and only the "
+              f"values (or the logits) show the mistake. Conv1D stores (in, out): take nn.Linear's weight .T")
+    if key.endswith("c_attn.weight") or key.endswith("c_attn.bias"):
+        parts = expected.split(d, dim=-1)
+        names = ("query", "key", "value")
+        got_parts = got.split(d, dim=-1)
+        for i, part in enumerate(got_parts):
+            for j in range(3):
+                if j != i and _close(part, parts[j]):
+                    _fail(f"{key}: block {i} holds the {names[j]} part; c_attn's columns are query, key, value "
+                          f"in that order, {d} each")
+    for a, b in (("weight", "bias"), ("bias", "weight")):
+        if key.endswith(f"ln_1.{a}") or key.endswith(f"ln_2.{a}") or key.endswith(f"ln_f.{a}"):
+            hint = "scale" if a == "weight" else "shift"
+            _fail(f"{key} should be the LayerNorm's {hint} (a LayerNorm's weight is our scale, its bias our shift)")
+    _fail(f"{key} differs from the model's weights in the Hub's layout (check the table of section 2: name, "
+          f"transpose, and for c_attn the order query, key, value)")
+
+
+def check_to_hub_layout(fn):
+    """``fn(model) -> {key: tensor}``: a tied ``GPTModel`` with ``qkv_bias=True`` written in the Hub's
+    layout (the inverse of the loader): the keys of ``hub_layout_shapes``, Conv1D weights ``(in, out)``,
+    query/key/value fused into ``c_attn``, no ``lm_head.weight``; the ``h.N.attn.bias`` masks may be there.
+
+    Checked tensor by tensor (naming the first wrong one and the usual reason, such as a square
+    ``c_proj`` left untransposed) and then by the logits: the result loaded back with the package's
+    ``load_hf_gpt2_weights`` must give the model's logits. Sizes and weights are drawn afresh each call."""
+    from ..weights import hub_layout_shapes, load_hf_gpt2_weights
+
+    rng = _fresh_random()
+    heads = rng.choice([2, 3, 4])
+    cfg = {"vocab_size": rng.randint(60, 200), "context_length": rng.randint(10, 24), "emb_dim": 8 * heads,
+           "n_heads": heads, "n_layers": rng.randint(2, 3), "drop_rate": 0.0, "qkv_bias": True}
+    with torch.random.fork_rng(devices=[]):  # leave the notebook's random stream as it was
+        torch.manual_seed(rng.randint(0, 2**31))
+        model = GPTModel(cfg, tie_weights=True).eval()
+        with torch.no_grad():
+            for p in model.parameters():  # biases start at 0 and norms at 1: noise, so that no swap can hide
+                p.add_(torch.randn_like(p) * 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    got = _call_without(fn, model, forbidden={"the checker's own answer": [_hub_layout_of]}, what="to_hub_layout")
+    if any(not torch.equal(before[k], v) for k, v in model.state_dict().items()):
+        _fail("your function changed the model's weights; read them, transpose copies or views, and leave the model as it was")
+    if not isinstance(got, dict):
+        _fail(f"return a dict from the Hub's names to tensors, got {type(got).__name__}")
+    expected = _hub_layout_of(model)
+    if "lm_head.weight" in got:
+        _fail("GPT-2's file has no lm_head.weight: the output head is the token embedding (tied), stored once as wte.weight")
+    for key in got:
+        if key not in expected and not (key.startswith("h.") and key.endswith(".attn.bias")):
+            hint = (": the Hub's names have no 'transformer.' prefix" if key.startswith("transformer.")
+                    else ": use the Hub's names (wte, wpe, h.N.ln_1, h.N.attn.c_attn, ...), see section 2")
+            _fail(f"your dict has {key!r}, which is not in GPT-2's file{hint}")
+    for key in hub_layout_shapes(cfg):
+        if key not in got:
+            _fail(f"your dict has no {key!r}")
+        value = _tensor(got[key], key)
+        if not torch.equal(value, expected[key]):
+            _diagnose_hub_tensor(key, value, expected[key].detach(), cfg["emb_dim"])
+    ids = torch.randint(0, cfg["vocab_size"], (2, cfg["context_length"]), generator=_gen(8))
+    with torch.no_grad():
+        reloaded = load_hf_gpt2_weights(GPTModel(cfg, tie_weights=True).eval(), got)
+        if not _close(reloaded(ids), model(ids), atol=1e-5):
+            _fail("loaded back into a GPTModel, your dict gives other logits than the model")
+    return _passed("export to the Hub's layout")
 
 
 CHECKERS = {name: obj for name, obj in globals().items() if name.startswith("check_")}
