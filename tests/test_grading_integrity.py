@@ -8,6 +8,8 @@ its point whatever else the notebook does.
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -215,3 +217,17 @@ def test_guard_undoes_and_reports_tampering_in_process(tmp_path, monkeypatch):
     assert record["tampering"] == ["during the check: torch.allclose was replaced"]
     guard.run_check("num_windows", "check_num_windows(right)", {"right": right})
     assert records()[-1]["passed"] and records()[-1]["tampering"] == []
+
+
+def test_torch_wrapping_its_own_manual_seed_is_not_tampering(tmp_path):
+    """Importing torch._dynamo (which building a transformers model does, as notebook 08 does) replaces
+    torch.manual_seed with a wrapper; an honest notebook was reported as tampering. Fresh process, so
+    torch._dynamo is not imported yet."""
+    code = ("import sys, torch\n"
+            "from gpt_from_scratch.classroom import guard\n"
+            "guard.install(sys.argv[1])\n"
+            "import torch._dynamo\n"
+            "print(guard.restore())\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "log")], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
