@@ -163,3 +163,39 @@ def run_chat(session, stdin=None, stdout=None, interactive=None):
             continue
         session.reply(text, on_text=show)
         show("\n")
+
+
+# --- the command line (gpt-from-scratch chat, generate --model smollm2) --------------------------------
+
+def load_chat_model(weights=None):
+    """(model, tokenizer) from a Llama GGUF file, or SmolLM2's (fetched once) when ``weights`` is None."""
+    from pathlib import Path
+
+    from .smollm2 import load_smollm2, load_smollm2_tokenizer
+
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights: no such file: {weights}")
+    return load_smollm2(weights), load_smollm2_tokenizer(weights)
+
+
+def generate_llama_text(weights, prompt, max_new_tokens, temperature=0.0, top_k=None, seed=None):
+    """The prompt continued by SmolLM2 (or the GGUF model in ``weights``), ending at its end token."""
+    from .generate import generate
+
+    model, tokenizer = load_chat_model(weights)
+    idx = torch.tensor([tokenizer.encode(prompt)])
+    ids = generate(model, idx, max_new_tokens, model.cfg["context_length"], temperature=temperature, top_k=top_k,
+                   eos_id=tokenizer.eos_id, seed=seed)
+    return tokenizer.decode(ids[0])
+
+
+def main(args):
+    """``gpt-from-scratch chat``: ``args`` from the command's parser (weights, system, temperature, ...)."""
+    model, tokenizer = load_chat_model(args.weights)
+    session = ChatSession(model, tokenizer, system=args.system, temperature=args.temperature, top_k=args.top_k,
+                          max_new_tokens=args.max_new_tokens, seed=args.seed)
+    try:
+        run_chat(session)
+    except KeyboardInterrupt:  # Ctrl-C ends the chat as quietly as Ctrl-D
+        sys.stdout.write("\n")
+    return 0
