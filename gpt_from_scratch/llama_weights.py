@@ -95,14 +95,14 @@ def open_gguf(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
     try:
         reader = gguf.GGUFReader(path)
-    except Exception as err:  # bad magic, a header cut short, ...: gguf raises several kinds
+    except Exception as err:  # gguf raises several kinds: ValueError, IndexError, KeyError, ...
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise GGUFError(f"{path} is not a readable GGUF file ({reason})") from None
-    size = path.stat().st_size
-    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
-    if end > size:
-        raise GGUFError(f"{path} is truncated: its tensors need {end:,} bytes, the file has {size:,} "
-                        "(an interrupted download? fetch it again)")
+        with open(path, "rb") as f:
+            is_gguf = f.read(4) == b"GGUF"
+        if not is_gguf:
+            raise GGUFError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')") from None
+        # The reader views every tensor's bytes as it opens the file: a file cut short fails there.
+        raise GGUFError(f"{path} is truncated or damaged ({reason}); fetch it again") from None
     return reader
 
 
