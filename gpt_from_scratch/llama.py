@@ -19,7 +19,7 @@ The interface is GPTModel's, so ``generate`` works unchanged: ``model.cfg`` hold
 ``model.new_kv_cache(batch_size, max_tokens)`` gives one :class:`KVCache` per block.
 
 The names follow the book's Llama notebooks (``W_query``, ``fc1``/``fc2``/``fc3``, ``trf_blocks``,
-``n_kv_groups``); ``smollm2.py`` and ``gguf_loader.py`` map them to the names in GGUF and transformers.
+``n_kv_groups``); ``llama_weights.py`` maps them to the names in GGUF files and transformers.
 """
 
 import math
@@ -150,7 +150,7 @@ def apply_rope_interleaved(x, cos, sin):
 
     Pair ``i`` is features ``2i`` and ``2i + 1``. Same ``cos``/``sin`` as :func:`apply_rope` (only
     their first half is used). The two layouts compute the same function once the query and key
-    weights' output rows are reordered (``gguf_loader.unpermute_qk``), which is why GGUF files store
+    weights' output rows are reordered (``llama_weights.unpermute_qk``), which is why GGUF files store
     ``attn_q``/``attn_k`` permuted: the per-head dot products q.k are unchanged by the reordering.
     """
     half = x.shape[-1] // 2
