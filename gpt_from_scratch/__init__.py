@@ -61,7 +61,7 @@ from .llama import (
     rope_angles,
     validate_llama_config,
 )
-from .llama_weights import GGUFError, llama_from_hf, load_llama_gguf, permute_qk, unpermute_qk
+from .llama_weights import GGUFError, llama_from_hf, load_llama_gguf, load_llama_safetensors, permute_qk, unpermute_qk
 from .model import (
     GELU,
     DummyGPTModel,
@@ -117,7 +117,7 @@ __all__ = [
     "load_hf_gpt2_weights", "load_pretrained_gpt2",
     "SMOLLM2_CONFIG_135M", "GroupedQueryAttention", "LlamaBlock", "LlamaModel", "RMSNorm", "SwiGLUFeedForward",
     "apply_rope", "apply_rope_interleaved", "repeat_kv", "rope_angles", "validate_llama_config",
-    "GGUFError", "llama_from_hf", "load_llama_gguf", "permute_qk", "unpermute_qk",
+    "GGUFError", "llama_from_hf", "load_llama_gguf", "load_llama_safetensors", "permute_qk", "unpermute_qk",
     "GGUFTokenizer", "load_smollm2", "load_smollm2_tokenizer", "smollm2_path",
     "AttentionExplorer", "GenerationPlayground",
 ]

@@ -287,3 +287,40 @@ def test_gguf_errors_are_one_line(tmp_path):
         load_llama_gguf(tmp_path / "text.gguf")
     with pytest.raises(FileNotFoundError, match="GGUF file not found"):
         load_llama_gguf(tmp_path / "missing.gguf")
+
+
+# --- transformers' own files (how the original SmolLM2 is stored on the Hub) ---------------------------
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_safetensors_directory_loads_like_transformers(tmp_path, tie):
+    from gpt_from_scratch import load_smollm2
+    from gpt_from_scratch.llama_weights import load_llama_safetensors
+
+    hf = tiny_hf(100000.0, tie).to(torch.bfloat16)  # stored in bf16, as SmolLM2 on the Hub
+    hf.save_pretrained(tmp_path)
+    theirs = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    idx = torch.randint(0, 97, (1, 20))
+    for ours in (load_llama_safetensors(tmp_path), load_smollm2(tmp_path / "model.safetensors")):
+        assert ours.tok_emb.weight.dtype == torch.float32 and not ours.training
+        with torch.no_grad():
+            assert torch.allclose(ours(idx), theirs(idx).logits, atol=1e-5, rtol=0)
+        assert (ours.out_head.weight is ours.tok_emb.weight) == tie
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        load_llama_safetensors(tmp_path)
+
+
+def test_hub_weights_offline_fail_fast_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT",)}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"))
+    code = ("from gpt_from_scratch import load_smollm2\n"
+            "try:\n    load_smollm2(from_hub=True)\nexcept ConnectionError as err:\n    print(err)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith("cannot get model.safetensors of HuggingFaceTB/SmolLM2-135M-Instruct from the "
+                               "Hugging Face Hub (offline mode is on: HF_HUB_OFFLINE=1)")
