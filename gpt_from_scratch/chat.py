@@ -191,6 +191,8 @@ def generate_llama_text(weights, prompt, max_new_tokens, temperature=0.0, top_k=
 
 def main(args):
     """``gpt-from-scratch chat``: ``args`` from the command's parser (weights, system, temperature, ...)."""
+    if sys.stdin.isatty():  # a person is waiting: say why nothing happens for a few seconds
+        print(f"loading {args.weights or 'SmolLM2-135M-Instruct'} ...", file=sys.stderr, flush=True)
     model, tokenizer = load_chat_model(args.weights)
     session = ChatSession(model, tokenizer, system=args.system, temperature=args.temperature, top_k=args.top_k,
                           max_new_tokens=args.max_new_tokens, seed=args.seed)
