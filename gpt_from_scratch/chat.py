@@ -77,15 +77,16 @@ class ChatSession:
     def _prompt_ids(self):
         """The chat so far as ids, dropping the oldest exchanges if it does not fit the context."""
         limit = self.model.cfg["context_length"] - self.max_new_tokens
+        first = 1 if self.messages[0]["role"] == "system" else 0
+        alone = self.tokenizer.apply_chat_template(self.messages[:first] + self.messages[-1:])
+        if len(alone) > limit:  # refused before anything is forgotten
+            self.messages.pop()
+            raise ValueError(f"the message is {len(alone)} tokens long with the chat template; at most {limit} "
+                             f"fit with max_new_tokens={self.max_new_tokens}")
         while True:
             ids = self.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True)
             if len(ids) <= limit:
                 return ids
-            first = 1 if self.messages[0]["role"] == "system" else 0
-            if len(self.messages) - first <= 1:
-                self.messages.pop()
-                raise ValueError(f"the message is {len(ids)} tokens long with the chat template; at most {limit} "
-                                 f"fit with max_new_tokens={self.max_new_tokens}")
             del self.messages[first:first + 2]  # forget the oldest question and its answer
 
     def reply(self, text, on_text=None):
@@ -161,7 +162,10 @@ def run_chat(session, stdin=None, stdout=None, interactive=None):
             return
         if not text:
             continue
-        session.reply(text, on_text=show)
+        try:
+            session.reply(text, on_text=show)
+        except ValueError as err:  # a message longer than the context: say so, keep chatting
+            show(f"[{err}]")
         show("\n")
 
 

