@@ -178,6 +178,9 @@ class GGUFTokenizer:
         model = gguf_field(reader, "tokenizer.ggml.model")
         if model != "gpt2":
             raise GGUFError(f"{path}: tokenizer type {model!r} is not supported (only byte-level BPE, 'gpt2')")
+        for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+            if gguf_field(reader, key) is None:
+                raise GGUFError(f"{path}: the tokenizer lacks {key}")
         return cls(
             tokens=gguf_field(reader, "tokenizer.ggml.tokens"),
             merges=gguf_field(reader, "tokenizer.ggml.merges"),

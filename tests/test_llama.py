@@ -282,6 +282,10 @@ def test_gguf_errors_are_one_line(tmp_path):
         with pytest.raises(GGUFError, match=message) as err:
             load_llama_gguf(path)
         assert "\n" not in str(err.value) and name in str(err.value)
+    from gpt_from_scratch import load_smollm2_tokenizer
+
+    with pytest.raises(GGUFError, match="qwen.gguf: the tokenizer lacks tokenizer.ggml.merges"):
+        load_smollm2_tokenizer(tmp_path / "qwen.gguf")  # the files written here have tokens, no merges
     (tmp_path / "text.gguf").write_text("not a gguf file at all")
     with pytest.raises(GGUFError, match="text.gguf is not a GGUF file"):
         load_llama_gguf(tmp_path / "text.gguf")
