@@ -98,6 +98,9 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     ``GPTModel``; other models are run on the whole window every step). Same tokens either way.
     """
     _check_generation_args(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id)
+    cfg = getattr(model, "cfg", None)
+    if isinstance(cfg, dict) and "context_length" in cfg:  # up front: the same error with and without the cache
+        checks.int_in_range("context_size", context_size, 1, cfg["context_length"], "the model's context_length")
     if not isinstance(use_cache, bool):
         raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
     rng = _rng(seed)

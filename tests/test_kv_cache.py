@@ -265,3 +265,18 @@ def test_the_explorer_reads_weights_from_a_model_built_with_sdpa(tiny_cfg):
     b = AttentionExplorer.from_model(fast, get_tokenizer(), "The clock struck")
     assert len(b.weights) == 2 and all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.weights, b.weights))
     assert all(block.att.use_sdpa for block in fast.trf_blocks)  # switched back afterwards
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_context_size_beyond_the_model_is_refused_up_front_with_and_without_the_cache(tiny_cfg, use_cache):
+    """Issue 17, bug 1: context_size=8 on a 4-token model failed only at the second step, with advice
+    about the cache that means nothing to the caller (and another message without the cache)."""
+    model = GPTModel({**tiny_cfg, "context_length": 4}).eval()
+    idx = torch.tensor([[1, 2, 3]])
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    with pytest.raises(ValueError, match=r"^context_size must be an integer in \[1, 4\] \(the model's "
+                                         r"context_length\), got 8$"):
+        generate(model, idx, 8, context_size=8, use_cache=use_cache)
+    assert calls == []  # refused before the first step
+    assert generate(model, idx, 8, context_size=4, use_cache=use_cache).shape == (1, 11)
