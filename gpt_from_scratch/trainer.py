@@ -153,11 +153,7 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
             bar.update(1)
 
             if step % eval_freq == 0:
-                with autocast(device, precision):
-                    # The model without its DDP wrapper: each process evaluates its own share of
-                    # the batches, then the losses are averaged over the processes.
-                    losses = evaluate_model(raw_model, train_loader, val_loader, device, eval_iter)
-                train_loss, val_loss = mean_over_processes(losses, device)
+                train_loss, val_loss = _evaluate(raw_model, train_loader, val_loader, device, eval_iter, precision)
                 history.steps.append(step)
                 history.tokens_seen.append(history.total_tokens)
                 history.train_losses.append(train_loss)
@@ -174,6 +170,23 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
             break
     bar.close()
     return history
+
+
+def _evaluate(model, train_loader, val_loader, device, eval_iter, precision):
+    """``evaluate_model`` (the book's: the first ``eval_iter`` batches of each loader), leaving the
+    training loader's generator as it was, so that where a run evaluates does not change what it draws
+    next and a resumed run, which evaluates only after the checkpoint, continues exactly.
+
+    ``model`` is the one without its DDP wrapper: each process evaluates its own share of the batches
+    (the same number everywhere: the samplers pad), then the losses are averaged over the processes.
+    """
+    generator = getattr(train_loader, "generator", None)
+    state = None if generator is None else generator.get_state()
+    with autocast(device, precision):
+        losses = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+    if generator is not None:
+        generator.set_state(state)
+    return mean_over_processes(losses, device)
 
 
 def _optimizer_step(model, micro_batches, optimizer, scaler, device, precision, grad_clip):
