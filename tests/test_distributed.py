@@ -104,3 +104,24 @@ def test_resuming_in_two_processes_with_accumulation_continues_the_one_process_r
     d, out = runs
     assert "gradient accumulation: 2" in out["resumed2"]
     _assert_same_run(read_checkpoint(d / "resumed2.pt"), read_checkpoint(d / "one6.pt"))
+
+
+def test_a_validation_split_smaller_than_the_processes_batches_is_evaluated(tmp_path):
+    """Issue 17, bug 3: 28 validation tokens give one window of 16; with 2 processes rank 1 stopped
+    ("no window to evaluate") and rank 0 died inside all_reduce. The padded sampler gives each process
+    a batch, and the run finishes."""
+    from gpt_from_scratch import load_sample_text
+
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(load_sample_text()[:6000], encoding="utf-8")
+    prepared = subprocess.run([sys.executable, "-m", "gpt_from_scratch", "prepare", str(corpus), "--out",
+                               str(tmp_path / "data"), "--val-fraction", "0.02", "--no-progress"],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+    assert prepared.returncode == 0, prepared.stderr
+    assert "val.bin 28 tokens" in prepared.stdout
+    stdout = run(["--data", str(tmp_path / "data"), "--model", "tiny", "--context-length", "16", "--batch-size", "2",
+                  "--max-steps", "3", "--eval-every", "1", "--device", "cpu", "--no-progress",
+                  "--out", str(tmp_path / "model.pt")], processes=2)
+    assert "validation 2 batches" in stdout
+    assert stdout.count("val loss") == 4  # steps 1, 2, 3 and the final line
+    assert read_checkpoint(tmp_path / "model.pt")["step"] == 3
