@@ -2,7 +2,8 @@
 
 A checkpoint is one file written with ``torch.save``: the model's config and weights, and optionally
 the optimizer's state (AdamW keeps two running averages per parameter: without them a resumed run
-would restart its momentum from zero), the step reached, the loss history and the random state, so
+would restart its momentum from zero), the step reached, the loss history and the random state of
+every generator dropout can draw from (the CPU's, and each GPU's or mps's where there is one), so
 that a resumed run continues exactly like an uninterrupted one. It is loaded with
 ``torch.load(weights_only=True)``, which reads tensors and plain data but never runs code from the file.
 """
@@ -31,13 +32,39 @@ def save_checkpoint(path, model, optimizer=None, step=0, history=None, extra=Non
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "step": int(step),
         "history": asdict(history) if history is not None else None,
-        "rng_state": torch.get_rng_state(),
+        "rng_state": rng_state(),
         "extra": extra or {},
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # never leave a half-written checkpoint under the real name
     return path
+
+
+def rng_state():
+    """This process's random state: the CPU generator's, and those of the CUDA devices or mps."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()  # one per visible GPU
+    if _mps_available():
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    """Restore what :func:`rng_state` returned (the generators this machine has)."""
+    if isinstance(state, torch.Tensor):  # a checkpoint written before the GPUs' states were saved
+        state = {"cpu": state}
+    torch.set_rng_state(state["cpu"])
+    if torch.cuda.is_available():
+        for device, cuda_state in enumerate(state.get("cuda", [])[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
+    if "mps" in state and _mps_available():
+        torch.mps.set_rng_state(state["mps"])
+
+
+def _mps_available():
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def read_checkpoint(path):
@@ -60,8 +87,8 @@ def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
 
     Returns ``(model, state)`` where ``state`` holds ``step``, ``history`` (a :class:`History` or None)
     and the rest of the file. A ``model`` built with another config is refused with an error naming the
-    first key that differs. ``restore_rng=True`` also restores PyTorch's global random state (needed to
-    resume training bit for bit, since dropout draws from it).
+    first key that differs. ``restore_rng=True`` also restores PyTorch's random state, the CPU's and
+    the GPUs' (needed to resume training bit for bit, since dropout draws from it).
     """
     state = read_checkpoint(path)
     saved = state["config"]
@@ -80,6 +107,6 @@ def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
             raise ValueError(f"checkpoint {path} holds no optimizer state")
         optimizer.load_state_dict(state["optimizer"])
     if restore_rng:
-        torch.set_rng_state(state["rng_state"])
+        set_rng_state(state["rng_state"])
     state["history"] = History(**state["history"]) if state["history"] is not None else None
     return model, state
