@@ -83,14 +83,15 @@ def read_checkpoint(path):
 
 
 def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
-    """Load a checkpoint into ``model`` (built from the saved config if None) and ``optimizer``.
+    """Load a checkpoint (a path, or the dict :func:`read_checkpoint` returned: the file is then not
+    read again) into ``model`` (built from the saved config if None) and ``optimizer``.
 
     Returns ``(model, state)`` where ``state`` holds ``step``, ``history`` (a :class:`History` or None)
     and the rest of the file. A ``model`` built with another config is refused with an error naming the
     first key that differs. ``restore_rng=True`` also restores PyTorch's random state, the CPU's and
     the GPUs' (needed to resume training bit for bit, since dropout draws from it).
     """
-    state = read_checkpoint(path)
+    state = dict(path) if isinstance(path, dict) else read_checkpoint(path)
     saved = state["config"]
     if model is None:
         model = GPTModel(saved, tie_weights=state["tie_weights"])
@@ -98,15 +99,20 @@ def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
         for key in saved:
             if model.cfg.get(key) != saved[key]:
                 raise ValueError(
-                    f"checkpoint {path} was saved with config[{key!r}] = {saved[key]!r}, "
+                    f"checkpoint {_name(path)} was saved with config[{key!r}] = {saved[key]!r}, "
                     f"but the model has {model.cfg.get(key)!r}"
                 )
     model.load_state_dict(state["model"])
     if optimizer is not None:
         if state["optimizer"] is None:
-            raise ValueError(f"checkpoint {path} holds no optimizer state")
+            raise ValueError(f"checkpoint {_name(path)} holds no optimizer state")
         optimizer.load_state_dict(state["optimizer"])
     if restore_rng:
         set_rng_state(state["rng_state"])
-    state["history"] = History(**state["history"]) if state["history"] is not None else None
+    if isinstance(state["history"], dict):
+        state["history"] = History(**state["history"])
     return model, state
+
+
+def _name(path):
+    return "(already read)" if isinstance(path, dict) else path

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import checks
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY
 from .data import (SAMPLE_TEXT_FILE, GPTDatasetV1, TokenFileDataset, prepare_token_files,
                    read_token_files_meta)
@@ -255,8 +255,9 @@ def _train(args, device, world, out):
     torch.manual_seed(args.seed)
     history = None
     if args.resume:
-        model, state = load_checkpoint(args.resume, restore_rng=False)
-        cfg = model.cfg
+        saved = read_checkpoint(args.resume)  # read once: it builds the model here, restores the run below
+        cfg = saved["config"]
+        model = GPTModel(cfg, tie_weights=saved["tie_weights"])
     else:
         cfg = dict(MODELS[args.model])
         if args.context_length:
@@ -277,7 +278,7 @@ def _train(args, device, world, out):
     model.to(device)  # before the optimizer exists, so that its state is created on the device
     optimizer, fused = make_adamw(model.parameters(), args.lr, args.weight_decay, device)
     if args.resume:
-        model, state = load_checkpoint(args.resume, model, optimizer, restore_rng=True)
+        model, state = load_checkpoint(saved, model, optimizer, restore_rng=True)
         history = state["history"]
         for group in optimizer.param_groups:
             group["fused"] = fused  # this machine's choice, not the saving machine's

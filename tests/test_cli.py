@@ -47,6 +47,19 @@ def test_resume_continues_the_step_count(trained, tmp_path):
     assert "resuming from" in stdout and "at step 6" in stdout and "(step 8)" in stdout
 
 
+def test_resume_reads_the_checkpoint_once(trained, tmp_path, monkeypatch):
+    """Issue 17, bug 6: --resume read the whole checkpoint twice (to build the model, then to restore)."""
+    import torch
+
+    out, _ = trained
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    assert main(["train", "--resume", str(out), "--max-steps", "7", "--eval-every", "7", "--batch-size", "4",
+                 "--out", str(tmp_path / "more.pt"), "--no-progress"]) == 0
+    assert [str(p) for p in loads] == [str(out)]
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["generate", "--checkpoint", "missing.pt", "--prompt", "Hi"], 1, "checkpoint not found: missing.pt"),
     (["train", "--corpus", "nowhere.txt"], 1, "corpus not found: nowhere.txt"),
