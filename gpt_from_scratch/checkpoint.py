@@ -20,8 +20,12 @@ from .trainer import History
 FORMAT = "gpt_from_scratch.checkpoint/1"
 
 
-def save_checkpoint(path, model, optimizer=None, step=0, history=None, extra=None):
-    """Write ``model`` (and ``optimizer``, ``step``, ``history``) to ``path``; returns the path."""
+def save_checkpoint(path, model, optimizer=None, step=0, history=None, extra=None, rng_states=None):
+    """Write ``model`` (and ``optimizer``, ``step``, ``history``) to ``path``; returns the path.
+
+    ``rng_states``: the random state of every process of the run, in rank order (default: this
+    process's, :func:`rng_state`); under DDP each process draws its own dropout masks.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -32,7 +36,7 @@ def save_checkpoint(path, model, optimizer=None, step=0, history=None, extra=Non
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "step": int(step),
         "history": asdict(history) if history is not None else None,
-        "rng_state": rng_state(),
+        "rng_states": rng_states if rng_states is not None else [rng_state()],
         "extra": extra or {},
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -53,8 +57,6 @@ def rng_state():
 
 def set_rng_state(state):
     """Restore what :func:`rng_state` returned (the generators this machine has)."""
-    if isinstance(state, torch.Tensor):  # a checkpoint written before the GPUs' states were saved
-        state = {"cpu": state}
     torch.set_rng_state(state["cpu"])
     if torch.cuda.is_available():
         for device, cuda_state in enumerate(state.get("cuda", [])[:torch.cuda.device_count()]):
@@ -78,6 +80,8 @@ def read_checkpoint(path):
         raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gpt_from_scratch checkpoint (expected format {FORMAT!r})")
+    if "rng_state" in state:  # written before every process's and every device's state was kept
+        state["rng_states"] = [{"cpu": state.pop("rng_state")}]
     validate_config(state["config"])
     return state
 
@@ -89,7 +93,8 @@ def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
     Returns ``(model, state)`` where ``state`` holds ``step``, ``history`` (a :class:`History` or None)
     and the rest of the file. A ``model`` built with another config is refused with an error naming the
     first key that differs. ``restore_rng=True`` also restores PyTorch's random state, the CPU's and
-    the GPUs' (needed to resume training bit for bit, since dropout draws from it).
+    the GPUs' (needed to resume training bit for bit, since dropout draws from it), as the first
+    process of the run left it (the CLI gives each process of a DDP run its own).
     """
     state = dict(path) if isinstance(path, dict) else read_checkpoint(path)
     saved = state["config"]
@@ -108,7 +113,7 @@ def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
             raise ValueError(f"checkpoint {_name(path)} holds no optimizer state")
         optimizer.load_state_dict(state["optimizer"])
     if restore_rng:
-        set_rng_state(state["rng_state"])
+        set_rng_state(state["rng_states"][0])
     if isinstance(state["history"], dict):
         state["history"] = History(**state["history"])
     return model, state

@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from . import checks
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY
 from .data import (SAMPLE_TEXT_FILE, GPTDatasetV1, TokenFileDataset, prepare_token_files,
                    read_token_files_meta)
 from .devices import PRECISIONS, compile_model, describe_setup, make_adamw, resolve_device, resolve_precision
-from .distributed import distributed_loader, init_distributed, shutdown_distributed, wrap_ddp
+from .distributed import distributed_loader, gather, init_distributed, shutdown_distributed, wrap_ddp
 from .generate import generate, text_to_token_ids, token_ids_to_text
 from .model import GPTModel
 from .tokenizer import get_tokenizer
@@ -252,7 +252,9 @@ def cmd_train(args, out=print):
 
 def _train(args, device, world, out):
     precision = resolve_precision(args.precision, device)
-    torch.manual_seed(args.seed)
+    # Each process its own random stream (dropout masks), as nanoGPT does; the data order and the
+    # model's first weights (DDP copies rank 0's) do not depend on it.
+    torch.manual_seed(args.seed + world.rank)
     history = None
     if args.resume:
         saved = read_checkpoint(args.resume)  # read once: it builds the model here, restores the run below
@@ -278,8 +280,10 @@ def _train(args, device, world, out):
     model.to(device)  # before the optimizer exists, so that its state is created on the device
     optimizer, fused = make_adamw(model.parameters(), args.lr, args.weight_decay, device)
     if args.resume:
-        model, state = load_checkpoint(saved, model, optimizer, restore_rng=True)
+        model, state = load_checkpoint(saved, model, optimizer)
         history = state["history"]
+        if world.rank < len(state["rng_states"]):  # a process the saved run had: its own random state
+            set_rng_state(state["rng_states"][world.rank])
         for group in optimizer.param_groups:
             group["fused"] = fused  # this machine's choice, not the saving machine's
     # torch.compile first, then DDP around it (as nanoGPT does); checkpoints save `model` itself.
@@ -307,8 +311,9 @@ def _train(args, device, world, out):
         progress=not args.no_progress, print_fn=out, log_evals=True, precision=precision,
         grad_accum=args.grad_accum,
     )
+    rng_states = gather(rng_state())  # every process's, in rank order
     if world.is_main:  # one writer; save_checkpoint writes a temporary file, then renames it
-        save_checkpoint(args.out, model, optimizer, step=history.step, history=history,
+        save_checkpoint(args.out, model, optimizer, step=history.step, history=history, rng_states=rng_states,
                         extra={"processes": world.size, "batch_size": args.batch_size, "grad_accum": args.grad_accum})
     tokens, seconds = history.total_tokens - tokens_before, time.perf_counter() - started
     out(f"{tokens:,} tokens in {seconds:.0f} s: {tokens / seconds:,.{0 if tokens >= 10 * seconds else 2}f} tokens/s "
