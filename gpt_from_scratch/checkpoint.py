@@ -66,7 +66,7 @@ def set_rng_state(state):
 
 
 def _mps_available():
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return torch.backends.mps.is_available()
 
 
 def read_checkpoint(path):

@@ -32,7 +32,7 @@ MPS_TRUSTED_FROM = (2, 9)
 
 
 def _mps_available():
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return torch.backends.mps.is_available()
 
 
 def resolve_device(device="auto"):
@@ -101,8 +101,6 @@ def grad_scaler(device, precision):
 def _compile_obstacle(device):
     """Why ``torch.compile`` cannot work here, or None. torch.compile fails late (at the first forward
     pass, deep in its compiler) on setups it does not support, so the known ones are checked first."""
-    if not hasattr(torch, "compile"):
-        return f"torch {torch.__version__} has no torch.compile (it needs 2.0 or later)"
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         if major < 7:  # Triton, which generates the GPU kernels, needs compute capability 7.0
