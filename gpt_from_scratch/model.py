@@ -13,6 +13,7 @@ then per block query, key, value, out_proj, feed-forward, norms; final norm; out
 ``torch.manual_seed(123)`` give the series' exact weights and exact generated text.
 """
 
+import contextlib
 import math
 
 import torch
@@ -235,6 +236,18 @@ class DummyLayerNorm(nn.Module):
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def evaluating(model):
+    """``with evaluating(model):`` runs the block in eval mode (dropout off), then puts the model back
+    in the mode it was in, even if the block raised."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
 
 def check_token_ids(idx, vocab_size=None, context_length=None):
     """Check ``idx`` is an integer tensor of shape (batch, num_tokens), at most ``context_length``

@@ -20,6 +20,7 @@ import torch
 
 from .checks import positive_int
 from .generate import generate, text_to_token_ids, token_ids_to_text
+from .model import evaluating
 
 
 def calc_loss_batch(input_batch, target_batch, model, device="cpu"):
@@ -57,23 +58,18 @@ def evaluate_model(model, train_loader, val_loader, device="cpu", eval_iter=5):
     gives other batches at each evaluation, and every pass over a ``DataLoader`` draws one number from
     its ``generator`` (or, without one, from the global random state, as dropout does).
     """
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model), torch.no_grad():
         train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
         val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
-    model.train(was_training)
     return train_loss, val_loss
 
 
 def generate_sample(model, tokenizer, start_context, max_new_tokens=50, device="cpu"):
     """Greedy continuation of ``start_context`` as one line of text (newlines shown as spaces)."""
-    was_training = model.training
-    model.eval()
     context_size = model.pos_emb.weight.shape[0]
     idx = text_to_token_ids(start_context, tokenizer).to(device)
-    out = generate(model, idx, max_new_tokens, context_size)  # temperature 0: greedy
-    model.train(was_training)
+    with evaluating(model):
+        out = generate(model, idx, max_new_tokens, context_size)  # temperature 0: greedy
     return token_ids_to_text(out, tokenizer).replace("\n", " ")
 
 
