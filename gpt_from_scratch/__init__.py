@@ -8,7 +8,7 @@ Read the modules in the order data flows through a GPT::
     model      ids -> logits                 (DummyGPTModel, LayerNorm, GELU, ..., GPTModel)
     generate   logits -> next token -> text  (generate_text_simple, generate, text_to_token_ids, ...)
     train      the loss and the simple loop  (calc_loss_batch, train_model_simple, ...)
-    trainer    the full training loop        (train_model: schedule, clipping, resuming)
+    fit        the full training loop        (train_model: schedule, clipping, resuming)
     checkpoint save and resume a run         (save_checkpoint, load_checkpoint)
     devices    GPUs, mixed precision, compile (resolve_device, resolve_precision, ...)
     distributed  several processes: DDP under torchrun
@@ -77,7 +77,8 @@ from .train import (
     plot_losses,
     train_model_simple,
 )
-from .trainer import History, lr_at_step, train_model
+from .checkpoint import History
+from .fit import lr_at_step, train_model
 from .weights import load_hf_gpt2_weights, load_pretrained_gpt2
 
 __version__ = "0.1.0"

@@ -8,16 +8,30 @@ that a resumed run continues exactly like an uninterrupted one. It is loaded wit
 ``torch.load(weights_only=True)``, which reads tensors and plain data but never runs code from the file.
 """
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from .config import validate_config
 from .model import GPTModel
-from .trainer import History
 
 FORMAT = "gpt_from_scratch.checkpoint/1"
+
+
+@dataclass
+class History:
+    """What ``train_model`` records and a checkpoint keeps: at each evaluation, the step, the tokens seen
+    so far and both losses."""
+
+    steps: list = field(default_factory=list)
+    tokens_seen: list = field(default_factory=list)
+    train_losses: list = field(default_factory=list)
+    val_losses: list = field(default_factory=list)
+    learning_rates: list = field(default_factory=list)  # one per optimizer step
+    samples: list = field(default_factory=list)  # one per epoch
+    total_tokens: int = 0  # tokens trained on so far
+    step: int = 0  # optimizer steps taken so far
 
 
 def save_checkpoint(path, model, optimizer=None, step=0, history=None, extra=None, rng_states=None):

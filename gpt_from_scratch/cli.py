@@ -30,7 +30,7 @@ from .distributed import distributed_loader, gather, init_distributed, shutdown_
 from .generate import generate, text_to_token_ids, token_ids_to_text
 from .model import GPTModel
 from .tokenizer import get_tokenizer
-from .trainer import train_model
+from .fit import train_model
 from .weights import load_pretrained_gpt2
 
 MODELS = {"tiny": GPT_CONFIG_TINY, "124M": GPT_CONFIG_124M, "355M": GPT_CONFIG_355M, "774M": GPT_CONFIG_774M,
@@ -272,10 +272,6 @@ def _train(args, device, world, out):
     # Each process reads its own share of the windows; see distributed_loader.
     train_loader = distributed_loader(train_set, args.batch_size, world, shuffle=True, seed=args.seed)
     val_loader = distributed_loader(val_set, args.batch_size, world, shuffle=False, drop_last=False)
-    if len(train_loader) < args.grad_accum:
-        raise UserError(f"{source}: the training split gives {len(train_set)} windows of {cfg['context_length']} "
-                        f"tokens, fewer than one optimizer step takes ({args.batch_size} x {world.size} "
-                        f"process(es) x {args.grad_accum} accumulated)")
 
     model.to(device)  # before the optimizer exists, so that its state is created on the device
     optimizer, fused = make_adamw(model.parameters(), args.lr, args.weight_decay, device)
@@ -304,11 +300,11 @@ def _train(args, device, world, out):
 
     started, tokens_before = time.perf_counter(), history.total_tokens if history is not None else 0
     history = train_model(
-        trained, train_loader, val_loader, optimizer, device=device, num_epochs=epochs, eval_freq=args.eval_every,
+        trained, train_loader, val_loader, optimizer, num_epochs=epochs, eval_freq=args.eval_every,
         eval_iter=args.eval_batches or min(len(val_loader), 50), start_context=args.prompt,
         tokenizer=get_tokenizer(), max_steps=args.max_steps, grad_clip=args.grad_clip,
         warmup_steps=args.warmup_steps, cosine_decay=args.cosine, seed=args.seed, history=history,
-        progress=not args.no_progress, print_fn=out, log_evals=True, precision=precision,
+        progress=not args.no_progress, log_evals=True, precision=precision,
         grad_accum=args.grad_accum,
     )
     rng_states = gather(rng_state())  # every process's, in rank order

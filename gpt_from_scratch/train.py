@@ -10,7 +10,7 @@ is as unsure as if it chose uniformly among this many tokens".
 ``train_model_simple`` is the classic loop, short enough to read in one screen: for each batch,
 forward, loss, backward, optimizer step; every ``eval_freq`` steps, the mean loss on a few training and
 validation batches; at the end of each epoch, a sample of generated text so one can watch the model
-learn. The full trainer in ``trainer.py`` (``train_model``) adds a learning-rate schedule, gradient
+learn. The full trainer in ``fit.py`` (``train_model``) adds a learning-rate schedule, gradient
 clipping, a progress bar and exact resuming from a checkpoint; the loop at its heart is this one.
 """
 

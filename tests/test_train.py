@@ -53,13 +53,13 @@ def test_a_few_steps_on_one_batch_lower_its_loss(tiny_cfg):
     assert calc_loss_batch(x, y, model).item() < before - 1.0
 
 
-def test_train_model_records_history_and_loss_falls(loaders):
+def test_train_model_records_history_and_loss_falls(loaders, capsys):
     torch.manual_seed(123)
     model = GPTModel(SMALL)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
-    samples = []
     h = train_model(model, *loaders, opt, num_epochs=2, eval_freq=5, eval_iter=2, start_context="The clock",
-                    tokenizer=get_tokenizer(), progress=False, print_fn=samples.append, sample_tokens=5)
+                    tokenizer=get_tokenizer(), progress=False, sample_tokens=5)
+    samples = capsys.readouterr().out.splitlines()
     steps_per_epoch = len(loaders[0])
     assert h.step == 2 * steps_per_epoch == len(h.learning_rates)
     assert h.steps == list(range(5, h.step + 1, 5))
