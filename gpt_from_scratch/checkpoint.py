@@ -64,7 +64,7 @@ def rng_state():
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()  # one per visible GPU
-    if _mps_available():
+    if torch.backends.mps.is_available():
         state["mps"] = torch.mps.get_rng_state()
     return state
 
@@ -75,12 +75,8 @@ def set_rng_state(state):
     if torch.cuda.is_available():
         for device, cuda_state in enumerate(state.get("cuda", [])[:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, device)
-    if "mps" in state and _mps_available():
+    if "mps" in state and torch.backends.mps.is_available():
         torch.mps.set_rng_state(state["mps"])
-
-
-def _mps_available():
-    return torch.backends.mps.is_available()
 
 
 def read_checkpoint(path):

@@ -25,7 +25,7 @@ from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkp
 from .config import GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY
 from .data import (SAMPLE_TEXT_FILE, GPTDatasetV1, TokenFileDataset, prepare_token_files,
                    read_token_files_meta)
-from .devices import PRECISIONS, compile_model, describe_setup, make_adamw, resolve_device, resolve_precision
+from .devices import PRECISIONS, compile_model, make_adamw, resolve_device, resolve_precision
 from .distributed import distributed_loader, gather, init_distributed, shutdown_distributed, wrap_ddp
 from .generate import generate, text_to_token_ids, token_ids_to_text
 from .model import GPTModel
@@ -274,7 +274,8 @@ def _train(args, device, world, out):
     val_loader = distributed_loader(val_set, args.batch_size, world, shuffle=False, drop_last=False)
 
     model.to(device)  # before the optimizer exists, so that its state is created on the device
-    optimizer, fused = make_adamw(model.parameters(), args.lr, args.weight_decay, device)
+    optimizer = make_adamw(model, args.lr, args.weight_decay)
+    fused = optimizer.defaults["fused"]
     if args.resume:
         model, state = load_checkpoint(saved, model, optimizer)
         history = state["history"]
@@ -283,14 +284,14 @@ def _train(args, device, world, out):
         for group in optimizer.param_groups:
             group["fused"] = fused  # this machine's choice, not the saving machine's
     # torch.compile first, then DDP around it (as nanoGPT does); checkpoints save `model` itself.
-    compiled_model, compiled = compile_model(model, device, args.compile, warn=out)
+    compiled_model = compile_model(model) if args.compile else model
     trained = wrap_ddp(compiled_model, device, world)
 
-    for line in describe_setup(device, precision, compiled, fused, world.size, args.grad_accum, args.batch_size,
-                               cfg["context_length"]):
+    for line in _describe_setup(device, precision, compiled_model is not model, fused, world.size, args.grad_accum,
+                                args.batch_size, cfg["context_length"]):
         out(line)
     steps_per_epoch = len(train_loader) // args.grad_accum
-    epochs = args.epochs or (10 if args.max_steps is None else -(-args.max_steps // steps_per_epoch))
+    epochs = args.epochs or (10 if args.max_steps is None else args.max_steps)  # max_steps stops it
     n_params = sum(p.numel() for p in model.parameters())
     out(f"model: {n_params:,} parameters; train {steps_per_epoch} steps/epoch of "
         f"{args.batch_size * world.size * args.grad_accum} x {cfg['context_length']} tokens; "
@@ -319,6 +320,44 @@ def _train(args, device, world, out):
     if history.val_losses:
         out(f"final: train loss {history.train_losses[-1]:.3f}, val loss {history.val_losses[-1]:.3f}")
     out(f"saved {args.out} (step {history.step})")
+
+
+# Apple's mps backend has given other losses than the CPU for the same GPT training: badly in PyTorch
+# 2.1, "almost the same" in 2.4 (rasbt/LLMs-from-scratch#324), yet still reported with 2.6
+# (karpathy/build-nanogpt#92) and 2.8 (rasbt/LLMs-from-scratch#791). Versions before this one get a caution.
+MPS_TRUSTED_FROM = (2, 9)
+
+
+def mps_caution(device):
+    """One line of caution for mps on a PyTorch version reported to train differently there, else None."""
+    if torch.device(device).type != "mps":
+        return None
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    if version >= MPS_TRUSTED_FROM:
+        return None
+    return (f"caution: on mps, PyTorch {torch.__version__} has been reported to give other losses than the CPU "
+            "for the same run; if the loss stalls, compare a few steps with --device cpu")
+
+
+def _describe_setup(device, precision, compiled, fused, world_size=1, grad_accum=1, batch_size=None, context=None):
+    """The lines a run prints once at its start: one per choice."""
+    name = device.type
+    if device.type == "cuda":
+        name = f"{device} ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    how = {"fp32": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast with a gradient scaler"}
+    lines = [f"device: {name}", f"precision: {precision} ({how[precision]})",
+             f"compile: {'on' if compiled else 'off'}", f"optimizer: AdamW ({'fused' if fused else 'not fused'})"]
+    if world_size > 1 or grad_accum > 1:
+        per_step = "" if batch_size is None else (
+            f": {batch_size} x {world_size} x {grad_accum} = {batch_size * world_size * grad_accum} sequences"
+            + (f" of {context} tokens" if context else "") + " per optimizer step")
+        lines.append(f"processes: {world_size}, gradient accumulation: {grad_accum}{per_step}")
+    caution = mps_caution(device)
+    if caution:
+        lines.append(caution)
+    return lines
 
 
 def cmd_prepare(args, out=print):
