@@ -44,8 +44,7 @@ from .config import (
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (GPTDatasetV1, TokenFileDataset, create_dataloader, create_dataloader_v1, load_sample_text,
                    prepare_token_files)
-from .generate import (generate, generate_text_simple, sample_next_token, text_to_token_ids, token_ids_to_text,
-                       top_k_filter)
+from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text, top_k_filter
 from .model import (
     GELU,
     DummyGPTModel,
@@ -90,7 +89,7 @@ __all__ = [
     "validate_config",
     "GPTDatasetV1", "create_dataloader", "create_dataloader_v1", "load_sample_text",
     "TokenFileDataset", "prepare_token_files",
-    "generate", "generate_text_simple", "sample_next_token", "text_to_token_ids", "token_ids_to_text", "top_k_filter",
+    "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter",
     "load_checkpoint", "read_checkpoint", "save_checkpoint",
     "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample", "generate_sample",
     "perplexity", "plot_losses", "train_model_simple",

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from gpt_from_scratch import GPTModel, evaluating, generate, generate_text_simple, sample_next_token
+from gpt_from_scratch import GPTModel, evaluating, generate, generate_text_simple
+from gpt_from_scratch.generate import sample_next_token  # not at the top level: notebook 06 has it as an exercise
 
 
 @pytest.fixture
