@@ -10,10 +10,13 @@
     gpt-from-scratch doctor                        # check this environment
 
 Every error a user can cause (a missing file, a bad value) is reported in one line that names the
-file or the value, with exit code 1 (2 for a malformed command line), and no traceback.
+file or the value, with exit code 1 (2 for a malformed command line), and no traceback. Only the
+calls that take what the user gave are wrapped for that (``_from_user``): anything else that fails,
+a bug of the package included, shows its traceback.
 """
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -39,6 +42,16 @@ MODELS = {"tiny": GPT_CONFIG_TINY, "124M": GPT_CONFIG_124M, "355M": GPT_CONFIG_3
 
 class UserError(Exception):
     """A mistake in the command's input: reported in one line, without a traceback."""
+
+
+@contextlib.contextmanager
+def _from_user(prefix=""):
+    """The package's refusal of something the user gave (a missing file, a value out of range) becomes
+    a UserError. Used only around calls whose input comes from the command line."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(prefix + str(err)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,8 +92,6 @@ def _read_corpus(path):
         raise UserError(f"corpus {path} is not UTF-8 text (byte {err.start} cannot be decoded)") from None
     except OSError as err:
         raise UserError(f"cannot read corpus {path}: {err.strerror}") from None
-    if not text.strip():
-        raise UserError(f"corpus {path} is empty")
     return text
 
 
@@ -170,7 +181,9 @@ def _grading():
 def cmd_student(args, out=print):
     write_student_versions = _grading().write_student_versions
 
-    for path in write_student_versions(args.src_dir, args.out_dir):
+    with _from_user():
+        paths = write_student_versions(args.src_dir, args.out_dir)
+    for path in paths:
         out(f"wrote {path}")
 
 
@@ -191,15 +204,16 @@ def cmd_grade(args, out=print):
             raise UserError(f"--source: no notebooks (*.ipynb) in {args.source}")
     results = []
     for nb in args.notebooks:
+        if not Path(nb).is_file():
+            raise UserError(f"notebook not found: {nb}")
         source = None
         if sources is not None:
-            if not Path(nb).is_file():
-                raise UserError(f"notebook not found: {nb}")
             try:
                 submitted = nbformat.read(nb, as_version=4)
             except Exception as err:
                 raise UserError(f"{nb} is not a readable notebook ({type(err).__name__})") from None
-            source = find_source(nb, submitted, sources)
+            with _from_user():
+                source = find_source(nb, submitted, sources)
         results.append(grade_notebook(nb, cell_timeout=args.timeout, source=source))
     for line in format_report(results):
         out(line)
@@ -223,27 +237,24 @@ def _datasets(args, cfg):
     length = cfg["context_length"]
     if args.data:
         meta = read_token_files_meta(args.data)
-        if meta["vocab_size"] > cfg["vocab_size"]:
+        if meta["vocab_size"] > cfg["vocab_size"]:  # the ids enter here: none may be outside the model's vocabulary
             raise UserError(f"--data {args.data} holds ids of a {meta['vocab_size']}-token vocabulary, but the model's "
                             f"vocab_size is {cfg['vocab_size']}")
-        try:
-            return (TokenFileDataset(Path(args.data) / "train.bin", length, length),
-                    TokenFileDataset(Path(args.data) / "val.bin", length, length), f"--data {args.data}")
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        return (TokenFileDataset(Path(args.data) / "train.bin", length, length),
+                TokenFileDataset(Path(args.data) / "val.bin", length, length))
     text = _read_corpus(args.corpus)
     split = int(len(text) * (1 - args.val_fraction))
     tokenizer = get_tokenizer()
-    try:
+    with _from_user(f"corpus {args.corpus}: "):
         return (GPTDatasetV1(text[:split], tokenizer, length, length),
-                GPTDatasetV1(text[split:], tokenizer, length, length), f"corpus {args.corpus}")
-    except ValueError as err:
-        raise UserError(f"corpus {args.corpus}: {err}") from None
+                GPTDatasetV1(text[split:], tokenizer, length, length))
 
 
 def cmd_train(args, out=print):
     """One process, or one of the processes torchrun started: each runs this same function."""
-    world, device = init_distributed(resolve_device(args.device))
+    with _from_user():
+        device = resolve_device(args.device)
+    world, device = init_distributed(device)
     try:
         return _train(args, device, world, out if world.is_main else (lambda *_: None))
     finally:
@@ -251,13 +262,15 @@ def cmd_train(args, out=print):
 
 
 def _train(args, device, world, out):
-    precision = resolve_precision(args.precision, device)
+    with _from_user():
+        precision = resolve_precision(args.precision, device)
     # Each process its own random stream (dropout masks), as nanoGPT does; the data order and the
     # model's first weights (DDP copies rank 0's) do not depend on it.
     torch.manual_seed(args.seed + world.rank)
     history = None
     if args.resume:
-        saved = read_checkpoint(args.resume)  # read once: it builds the model here, restores the run below
+        with _from_user():
+            saved = read_checkpoint(args.resume)  # read once: it builds the model here, restores the run below
         cfg = saved["config"]
         model = GPTModel(cfg, tie_weights=saved["tie_weights"])
     else:
@@ -268,10 +281,15 @@ def _train(args, device, world, out):
             cfg["drop_rate"] = args.dropout
         model = GPTModel(cfg)
 
-    train_set, val_set, source = _datasets(args, cfg)
+    with _from_user():
+        train_set, val_set = _datasets(args, cfg)
     # Each process reads its own share of the windows; see distributed_loader.
     train_loader = distributed_loader(train_set, args.batch_size, world, shuffle=True, seed=args.seed)
     val_loader = distributed_loader(val_set, args.batch_size, world, shuffle=False, drop_last=False)
+    if len(train_loader) < args.grad_accum:  # said here in the command's terms; train_model would refuse too
+        raise UserError(f"the training split gives {len(train_set)} windows of {cfg['context_length']} tokens, fewer "
+                        f"than one optimizer step takes ({args.batch_size} x {world.size} process(es) x "
+                        f"{args.grad_accum} accumulated)")
 
     model.to(device)  # before the optimizer exists, so that its state is created on the device
     optimizer = make_adamw(model, args.lr, args.weight_decay)
@@ -361,33 +379,30 @@ def _describe_setup(device, precision, compiled, fused, world_size=1, grad_accum
 
 
 def cmd_prepare(args, out=print):
-    meta = prepare_token_files(args.corpus, args.out, args.val_fraction, progress=not args.no_progress)
+    with _from_user():
+        meta = prepare_token_files(args.corpus, args.out, args.val_fraction, progress=not args.no_progress)
     out(f"{meta['documents']} document(s) -> {args.out}: train.bin {meta['train_tokens']:,} tokens, "
         f"val.bin {meta['val_tokens']:,} tokens (uint16), meta.json")
 
 
 def cmd_generate(args, out=print):
-    if not args.prompt:
-        raise UserError("--prompt is empty: give at least one word to continue from")
-    if args.checkpoint:
-        model, _ = load_checkpoint(args.checkpoint)
-    elif args.weights:
-        if not Path(args.weights).exists():
-            raise UserError(f"--weights: no such file or directory: {args.weights}")
-        model = load_pretrained_gpt2(args.weights)
-    else:
-        try:
-            model = load_pretrained_gpt2(args.pretrained)
-        except ConnectionError as err:
-            raise UserError(f"{err}, with --weights PATH") from None
+    with _from_user():
+        if args.checkpoint:
+            model, _ = load_checkpoint(args.checkpoint)
+        else:
+            try:
+                model = load_pretrained_gpt2(args.weights or args.pretrained)
+            except FileNotFoundError as err:
+                raise UserError(f"--weights: {err}" if args.weights else str(err)) from None
+            except ConnectionError as err:
+                raise UserError(f"{err}, with --weights PATH") from None
     model.eval()
     tokenizer = get_tokenizer()
-    idx = text_to_token_ids(args.prompt, tokenizer)
-    try:
+    with _from_user():
+        idx = text_to_token_ids(args.prompt, tokenizer)
+        # The values were checked by argparse; generate checks them against the model (top-k <= vocabulary).
         ids = generate(model, idx, args.max_new_tokens, model.cfg["context_length"], temperature=args.temperature,
                        top_k=args.top_k, seed=args.seed)
-    except ValueError as err:
-        raise UserError(str(err)) from None
     out(token_ids_to_text(ids, tokenizer))
 
 
@@ -397,7 +412,7 @@ def main(argv=None):
                 "doctor": cmd_doctor, "prepare": cmd_prepare}
     try:
         return commands[args.command](args) or 0
-    except (UserError, FileNotFoundError, ValueError) as err:
+    except UserError as err:
         print(f"gpt-from-scratch {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -92,7 +92,8 @@ def test_corrupt_checkpoint(tmp_path, capsys):
     assert "bad.pt is not a readable checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, message", [(b"", "is empty"), (b"  \n\t", "is empty"),
+@pytest.mark.parametrize("content, message", [(b"", "the text has 0 tokens, too short"),
+                                              (b"  \n\t", "too short for max_length=64"),
                                               (b"\xff\xfe\x00bad", "is not UTF-8 text"),
                                               (b"far too short", "too short for max_length=64")])
 def test_bad_corpus(tmp_path, capsys, content, message):
@@ -105,7 +106,7 @@ def test_bad_corpus(tmp_path, capsys, content, message):
 
 def test_empty_prompt(trained, capsys):
     assert main(["generate", "--checkpoint", str(trained[0]), "--prompt", ""]) == 1
-    assert "--prompt is empty" in capsys.readouterr().err
+    assert "the prompt is empty" in capsys.readouterr().err
 
 
 def test_console_script_is_declared():
@@ -154,3 +155,16 @@ def test_grading_commands_name_the_extra_when_nbformat_is_missing(command, monke
     err = capsys.readouterr().err.strip()
     assert err == (f"gpt-from-scratch {command[0]}: error: this command needs nbformat, from the classroom extra: "
                    'pip install -e ".[classroom]" in a clone of the repository')
+
+
+def test_a_failure_inside_the_package_shows_its_traceback(trained, monkeypatch):
+    """Issue 17: only the user's mistakes become one line; an error the package raises while working
+    (here a ValueError from inside generation, which a bug would raise) keeps its traceback."""
+    import gpt_from_scratch.cli as cli
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(cli, "token_ids_to_text", broken)
+    with pytest.raises(ValueError, match="an internal invariant broke"):
+        main(["generate", "--checkpoint", str(trained[0]), "--prompt", "Hi", "--max-new-tokens", "2"])

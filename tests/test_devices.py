@@ -172,7 +172,7 @@ def test_each_choice_is_described_once():
     (["train", "--dropout", "1"], 2, "argument --dropout: must be a number in [0, 1), got 1.0"),
     (["train", "--eval-batches", "0"], 2, "argument --eval-batches: must be a positive integer, got 0"),
     (["train", "--device", "cpu", "--batch-size", "64", "--grad-accum", "8"], 1,
-     "fewer than one optimizer step of grad_accum=8"),
+     "fewer than one optimizer step takes (64 x 1 process(es) x 8 accumulated)"),
 ])
 def test_cli_errors(args, code, message, capsys):
     try:
