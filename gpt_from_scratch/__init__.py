@@ -14,8 +14,8 @@ Read the modules in the order data flows through a GPT::
     distributed  several processes: DDP under torchrun
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
-weights into a GPTModel and loads OpenAI's GPT-2 from the Hub or a file (load_pretrained_gpt2);
-``cli`` is the ``gpt-from-scratch`` command.
+weights into a GPTModel; ``pretrained`` loads OpenAI's GPT-2 from the Hub or a file
+(load_pretrained_gpt2); ``cli`` is the ``gpt-from-scratch`` command.
 
 The tooling around the lessons (exercise checkers, grading, widgets, the environment doctor) lives in
 the subpackage ``gpt_from_scratch.classroom``; importing this package loads none of it, nor
@@ -78,7 +78,8 @@ from .train import (
 )
 from .checkpoint import History
 from .fit import lr_at_step, train_model
-from .weights import load_hf_gpt2_weights, load_pretrained_gpt2
+from .pretrained import load_pretrained_gpt2
+from .weights import load_hf_gpt2_weights
 
 __version__ = "0.1.0"
 

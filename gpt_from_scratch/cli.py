@@ -25,7 +25,7 @@ import torch
 
 from . import checks
 from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY
+from .config import GPT_CONFIG_TINY, GPT_CONFIGS, gpt2_names
 from .data import (SAMPLE_TEXT_FILE, GPTDatasetV1, TokenFileDataset, prepare_token_files,
                    read_token_files_meta)
 from .devices import PRECISIONS, compile_model, make_adamw, resolve_device, resolve_precision
@@ -34,10 +34,9 @@ from .generate import generate, text_to_token_ids, token_ids_to_text
 from .model import GPTModel
 from .tokenizer import get_tokenizer
 from .fit import train_model
-from .weights import load_pretrained_gpt2
+from .pretrained import load_pretrained_gpt2
 
-MODELS = {"tiny": GPT_CONFIG_TINY, "124M": GPT_CONFIG_124M, "355M": GPT_CONFIG_355M, "774M": GPT_CONFIG_774M,
-          "1558M": GPT_CONFIG_1558M}
+MODELS = {"tiny": GPT_CONFIG_TINY, **{gpt2_names(name)[0]: cfg for name, cfg in GPT_CONFIGS.items()}}
 
 
 class UserError(Exception):
