@@ -25,11 +25,10 @@ HUB_FILE = "model.safetensors"
 
 # Every name of a GPT-2 size the loader accepts ("gpt2", "124M", "openai-community/gpt2") -> (Hub
 # repository, our config), read off config.GPT_CONFIGS.
-GPT2_SIZES = {}
-for _book_name, _cfg in GPT_CONFIGS.items():
-    _size, _hub_name = gpt2_names(_book_name)
-    for _name in (_hub_name, _size, f"openai-community/{_hub_name}"):
-        GPT2_SIZES[_name] = (f"openai-community/{_hub_name}", _cfg)
+_ROWS = [(*gpt2_names(book_name), cfg) for book_name, cfg in GPT_CONFIGS.items()]  # (size, Hub name, config)
+GPT2_SIZES = {**{hub: (f"openai-community/{hub}", cfg) for _, hub, cfg in _ROWS},
+              **{size: (f"openai-community/{hub}", cfg) for size, hub, cfg in _ROWS},
+              **{f"openai-community/{hub}": (f"openai-community/{hub}", cfg) for _, hub, cfg in _ROWS}}
 
 # Every GPT-2 size uses heads of 64 dimensions; a file without config.json tells the width, not the
 # number of heads, so we look it up.
