@@ -55,7 +55,8 @@ def step_fns(models, x, y, device, precision):
     """One training step per model: forward under autocast, loss, backward (scaled for fp16), AdamW."""
     fns, fused = {}, None
     for name, model in models.items():
-        opt, fused = make_adamw(model.parameters(), 1e-4, 0.1, device)
+        opt = make_adamw(model, 1e-4, 0.1)
+        fused = opt.defaults["fused"]
         scaler = grad_scaler(device, precision)
 
         def step(model=model, opt=opt, scaler=scaler, name=name):
@@ -91,7 +92,10 @@ def main(argv=None):
     models = {"ours": ours.to(device).train(), "HF": hfs["eager"].to(device).train()}
     compiled = False
     for name in models:
-        models[name], compiled = compile_model(models[name], device, args.compile, warn=print)
+        if args.compile:
+            compiled_model = compile_model(models[name])
+            compiled = compiled_model is not models[name]
+            models[name] = compiled_model
         models[name] = wrap_ddp(models[name], device, world)
     g = torch.Generator().manual_seed(args.seed + world.rank)  # each process its own batch
     x = torch.randint(0, cfg["vocab_size"], (args.batch_size, args.seq_len), generator=g).to(device)

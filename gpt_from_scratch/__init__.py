@@ -9,16 +9,16 @@ Read the modules in the order data flows through a GPT::
     llama      the modern architecture       (RMSNorm, apply_rope, SwiGLUFeedForward, GroupedQueryAttention, LlamaModel)
     generate   logits -> next token -> text  (generate_text_simple, generate, text_to_token_ids, ...)
     train      the loss and the simple loop  (calc_loss_batch, train_model_simple, ...)
-    trainer    the full training loop        (train_model: schedule, clipping, resuming)
+    fit        the full training loop        (train_model: schedule, clipping, resuming)
     checkpoint save and resume a run         (save_checkpoint, load_checkpoint)
     devices    GPUs, mixed precision, compile (resolve_device, resolve_precision, ...)
     distributed  several processes: DDP under torchrun
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
-weights into a GPTModel and loads OpenAI's GPT-2 from the Hub or a file (load_pretrained_gpt2);
-``llama_weights`` reads GGUF files (llama.cpp) and transformers' Llama weights into a LlamaModel;
-``smollm2`` gives SmolLM2-135M-Instruct, offline once fetched (load_smollm2, load_smollm2_tokenizer);
-``chat`` streams a conversation; ``cli`` is the ``gpt-from-scratch`` command.
+weights into a GPTModel; ``pretrained`` loads OpenAI's GPT-2 from the Hub or a file
+(load_pretrained_gpt2); ``llama_weights`` reads GGUF files (llama.cpp) and transformers' Llama weights
+into a LlamaModel; ``smollm2`` gives SmolLM2-135M-Instruct, offline once fetched (load_smollm2,
+load_smollm2_tokenizer); ``chat`` streams a conversation; ``cli`` is the ``gpt-from-scratch`` command.
 
 The tooling around the lessons (exercise checkers, grading, widgets, the environment doctor) lives in
 the subpackage ``gpt_from_scratch.classroom``; importing this package loads none of it, nor
@@ -44,7 +44,7 @@ from .config import (
     GPT_CONFIGS,
     validate_config,
 )
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import History, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (GPTDatasetV1, TokenFileDataset, create_dataloader, create_dataloader_v1, load_sample_text,
                    prepare_token_files)
 from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text, top_k_filter
@@ -72,6 +72,7 @@ from .model import (
     LayerNorm,
     TransformerBlock,
     check_token_ids,
+    evaluating,
 )
 from .tokenizer import (
     END_OF_TEXT,
@@ -92,9 +93,10 @@ from .train import (
     plot_losses,
     train_model_simple,
 )
+from .fit import lr_at_step, train_model
+from .pretrained import load_pretrained_gpt2
 from .smollm2 import GGUFTokenizer, load_smollm2, load_smollm2_tokenizer, smollm2_path
-from .trainer import History, lr_at_step, train_model
-from .weights import load_hf_gpt2_weights, load_pretrained_gpt2
+from .weights import load_hf_gpt2_weights
 
 __version__ = "0.1.0"
 
@@ -111,7 +113,7 @@ __all__ = [
     "perplexity", "plot_losses", "train_model_simple",
     "History", "lr_at_step", "train_model",
     "GELU", "DummyGPTModel", "DummyLayerNorm", "DummyTransformerBlock", "FeedForward", "GPTModel",
-    "LayerNorm", "TransformerBlock", "check_token_ids",
+    "LayerNorm", "TransformerBlock", "check_token_ids", "evaluating",
     "END_OF_TEXT", "UNKNOWN", "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "get_tokenizer",
     "split_text",
     "load_hf_gpt2_weights", "load_pretrained_gpt2",

@@ -251,8 +251,6 @@ class MultiHeadAttention(nn.Module):
             attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, past + num_tokens)
             attn_scores = attn_scores.masked_fill(mask, -torch.inf)
             attn_weights = torch.softmax(attn_scores / self.head_dim ** 0.5, dim=-1)
-            # (The attention explorer reads the weights with a forward hook on self.dropout, their one
-            # way out of this function, so this class needs no switch for it.)
             attn_weights = self.dropout(attn_weights)
             context = attn_weights @ values  # (b, num_heads, num_tokens, head_dim)
 

@@ -12,10 +12,13 @@
     gpt-from-scratch doctor                        # check this environment
 
 Every error a user can cause (a missing file, a bad value) is reported in one line that names the
-file or the value, with exit code 1 (2 for a malformed command line), and no traceback.
+file or the value, with exit code 1 (2 for a malformed command line), and no traceback. Only the
+calls that take what the user gave are wrapped for that (``_from_user``): anything else that fails,
+a bug of the package included, shows its traceback.
 """
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -23,24 +26,33 @@ from pathlib import Path
 import torch
 
 from . import checks
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT_CONFIG_1558M, GPT_CONFIG_TINY
+from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import GPT_CONFIG_TINY, GPT_CONFIGS, gpt2_names
 from .data import (SAMPLE_TEXT_FILE, GPTDatasetV1, TokenFileDataset, prepare_token_files,
                    read_token_files_meta)
-from .devices import PRECISIONS, compile_model, describe_setup, make_adamw, resolve_device, resolve_precision
-from .distributed import distributed_loader, init_distributed, shutdown_distributed, wrap_ddp
+from .devices import PRECISIONS, compile_model, make_adamw, resolve_device, resolve_precision
+from .distributed import distributed_loader, gather, init_distributed, shutdown_distributed, wrap_ddp
 from .generate import generate, text_to_token_ids, token_ids_to_text
 from .model import GPTModel
 from .tokenizer import get_tokenizer
-from .trainer import train_model
-from .weights import load_pretrained_gpt2
+from .fit import train_model
+from .pretrained import load_pretrained_gpt2
 
-MODELS = {"tiny": GPT_CONFIG_TINY, "124M": GPT_CONFIG_124M, "355M": GPT_CONFIG_355M, "774M": GPT_CONFIG_774M,
-          "1558M": GPT_CONFIG_1558M}
+MODELS = {"tiny": GPT_CONFIG_TINY, **{gpt2_names(name)[0]: cfg for name, cfg in GPT_CONFIGS.items()}}
 
 
 class UserError(Exception):
     """A mistake in the command's input: reported in one line, without a traceback."""
+
+
+@contextlib.contextmanager
+def _from_user(prefix=""):
+    """The package's refusal of something the user gave (a missing file, a value out of range) becomes
+    a UserError. Used only around calls whose input comes from the command line."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError, ConnectionError) as err:  # ConnectionError: offline, nothing cached
+        raise UserError(prefix + str(err)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,8 +93,6 @@ def _read_corpus(path):
         raise UserError(f"corpus {path} is not UTF-8 text (byte {err.start} cannot be decoded)") from None
     except OSError as err:
         raise UserError(f"cannot read corpus {path}: {err.strerror}") from None
-    if not text.strip():
-        raise UserError(f"corpus {path} is empty")
     return text
 
 
@@ -185,7 +195,9 @@ def _grading():
 def cmd_student(args, out=print):
     write_student_versions = _grading().write_student_versions
 
-    for path in write_student_versions(args.src_dir, args.out_dir):
+    with _from_user():
+        paths = write_student_versions(args.src_dir, args.out_dir)
+    for path in paths:
         out(f"wrote {path}")
 
 
@@ -206,15 +218,16 @@ def cmd_grade(args, out=print):
             raise UserError(f"--source: no notebooks (*.ipynb) in {args.source}")
     results = []
     for nb in args.notebooks:
+        if not Path(nb).is_file():
+            raise UserError(f"notebook not found: {nb}")
         source = None
         if sources is not None:
-            if not Path(nb).is_file():
-                raise UserError(f"notebook not found: {nb}")
             try:
                 submitted = nbformat.read(nb, as_version=4)
             except Exception as err:
                 raise UserError(f"{nb} is not a readable notebook ({type(err).__name__})") from None
-            source = find_source(nb, submitted, sources)
+            with _from_user():
+                source = find_source(nb, submitted, sources)
         results.append(grade_notebook(nb, cell_timeout=args.timeout, source=source))
     for line in format_report(results):
         out(line)
@@ -238,27 +251,24 @@ def _datasets(args, cfg):
     length = cfg["context_length"]
     if args.data:
         meta = read_token_files_meta(args.data)
-        if meta["vocab_size"] > cfg["vocab_size"]:
+        if meta["vocab_size"] > cfg["vocab_size"]:  # the ids enter here: none may be outside the model's vocabulary
             raise UserError(f"--data {args.data} holds ids of a {meta['vocab_size']}-token vocabulary, but the model's "
                             f"vocab_size is {cfg['vocab_size']}")
-        try:
-            return (TokenFileDataset(Path(args.data) / "train.bin", length, length),
-                    TokenFileDataset(Path(args.data) / "val.bin", length, length), f"--data {args.data}")
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        return (TokenFileDataset(Path(args.data) / "train.bin", length, length),
+                TokenFileDataset(Path(args.data) / "val.bin", length, length))
     text = _read_corpus(args.corpus)
     split = int(len(text) * (1 - args.val_fraction))
     tokenizer = get_tokenizer()
-    try:
+    with _from_user(f"corpus {args.corpus}: "):
         return (GPTDatasetV1(text[:split], tokenizer, length, length),
-                GPTDatasetV1(text[split:], tokenizer, length, length), f"corpus {args.corpus}")
-    except ValueError as err:
-        raise UserError(f"corpus {args.corpus}: {err}") from None
+                GPTDatasetV1(text[split:], tokenizer, length, length))
 
 
 def cmd_train(args, out=print):
     """One process, or one of the processes torchrun started: each runs this same function."""
-    world, device = init_distributed(resolve_device(args.device))
+    with _from_user():
+        device = resolve_device(args.device)
+    world, device = init_distributed(device)
     try:
         return _train(args, device, world, out if world.is_main else (lambda *_: None))
     finally:
@@ -266,12 +276,17 @@ def cmd_train(args, out=print):
 
 
 def _train(args, device, world, out):
-    precision = resolve_precision(args.precision, device)
-    torch.manual_seed(args.seed)
+    with _from_user():
+        precision = resolve_precision(args.precision, device)
+    # Each process its own random stream (dropout masks), as nanoGPT does; the data order and the
+    # model's first weights (DDP copies rank 0's) do not depend on it.
+    torch.manual_seed(args.seed + world.rank)
     history = None
     if args.resume:
-        model, state = load_checkpoint(args.resume, restore_rng=False)
-        cfg = model.cfg
+        with _from_user():
+            saved = read_checkpoint(args.resume)  # read once: it builds the model here, restores the run below
+        cfg = saved["config"]
+        model = GPTModel(cfg, tie_weights=saved["tie_weights"])
     else:
         cfg = dict(MODELS[args.model])
         if args.context_length:
@@ -280,31 +295,35 @@ def _train(args, device, world, out):
             cfg["drop_rate"] = args.dropout
         model = GPTModel(cfg)
 
-    train_set, val_set, source = _datasets(args, cfg)
+    with _from_user():
+        train_set, val_set = _datasets(args, cfg)
     # Each process reads its own share of the windows; see distributed_loader.
     train_loader = distributed_loader(train_set, args.batch_size, world, shuffle=True, seed=args.seed)
     val_loader = distributed_loader(val_set, args.batch_size, world, shuffle=False, drop_last=False)
-    if len(train_loader) < args.grad_accum:
-        raise UserError(f"{source}: the training split gives {len(train_set)} windows of {cfg['context_length']} "
-                        f"tokens, fewer than one optimizer step takes ({args.batch_size} x {world.size} "
-                        f"process(es) x {args.grad_accum} accumulated)")
+    if len(train_loader) < args.grad_accum:  # said here in the command's terms; train_model would refuse too
+        raise UserError(f"the training split gives {len(train_set)} windows of {cfg['context_length']} tokens, fewer "
+                        f"than one optimizer step takes ({args.batch_size} x {world.size} process(es) x "
+                        f"{args.grad_accum} accumulated)")
 
     model.to(device)  # before the optimizer exists, so that its state is created on the device
-    optimizer, fused = make_adamw(model.parameters(), args.lr, args.weight_decay, device)
+    optimizer = make_adamw(model, args.lr, args.weight_decay)
+    fused = optimizer.defaults["fused"]
     if args.resume:
-        model, state = load_checkpoint(args.resume, model, optimizer, restore_rng=True)
+        model, state = load_checkpoint(saved, model, optimizer)
         history = state["history"]
+        if world.rank < len(state["rng_states"]):  # a process the saved run had: its own random state
+            set_rng_state(state["rng_states"][world.rank])
         for group in optimizer.param_groups:
             group["fused"] = fused  # this machine's choice, not the saving machine's
     # torch.compile first, then DDP around it (as nanoGPT does); checkpoints save `model` itself.
-    compiled_model, compiled = compile_model(model, device, args.compile, warn=out)
+    compiled_model = compile_model(model) if args.compile else model
     trained = wrap_ddp(compiled_model, device, world)
 
-    for line in describe_setup(device, precision, compiled, fused, world.size, args.grad_accum, args.batch_size,
-                               cfg["context_length"]):
+    for line in _describe_setup(device, precision, compiled_model is not model, fused, world.size, args.grad_accum,
+                                args.batch_size, cfg["context_length"]):
         out(line)
     steps_per_epoch = len(train_loader) // args.grad_accum
-    epochs = args.epochs or (10 if args.max_steps is None else -(-args.max_steps // steps_per_epoch))
+    epochs = args.epochs or (10 if args.max_steps is None else args.max_steps)  # max_steps stops it
     n_params = sum(p.numel() for p in model.parameters())
     out(f"model: {n_params:,} parameters; train {steps_per_epoch} steps/epoch of "
         f"{args.batch_size * world.size * args.grad_accum} x {cfg['context_length']} tokens; "
@@ -314,15 +333,16 @@ def _train(args, device, world, out):
 
     started, tokens_before = time.perf_counter(), history.total_tokens if history is not None else 0
     history = train_model(
-        trained, train_loader, val_loader, optimizer, device=device, num_epochs=epochs, eval_freq=args.eval_every,
+        trained, train_loader, val_loader, optimizer, num_epochs=epochs, eval_freq=args.eval_every,
         eval_iter=args.eval_batches or min(len(val_loader), 50), start_context=args.prompt,
         tokenizer=get_tokenizer(), max_steps=args.max_steps, grad_clip=args.grad_clip,
         warmup_steps=args.warmup_steps, cosine_decay=args.cosine, seed=args.seed, history=history,
-        progress=not args.no_progress, print_fn=out, log_evals=True, precision=precision,
+        progress=not args.no_progress, log_evals=True, precision=precision,
         grad_accum=args.grad_accum,
     )
+    rng_states = gather(rng_state())  # every process's, in rank order
     if world.is_main:  # one writer; save_checkpoint writes a temporary file, then renames it
-        save_checkpoint(args.out, model, optimizer, step=history.step, history=history,
+        save_checkpoint(args.out, model, optimizer, step=history.step, history=history, rng_states=rng_states,
                         extra={"processes": world.size, "batch_size": args.batch_size, "grad_accum": args.grad_accum})
     tokens, seconds = history.total_tokens - tokens_before, time.perf_counter() - started
     out(f"{tokens:,} tokens in {seconds:.0f} s: {tokens / seconds:,.{0 if tokens >= 10 * seconds else 2}f} tokens/s "
@@ -334,47 +354,95 @@ def _train(args, device, world, out):
     out(f"saved {args.out} (step {history.step})")
 
 
+# Apple's mps backend has given other losses than the CPU for the same GPT training: badly in PyTorch
+# 2.1, "almost the same" in 2.4 (rasbt/LLMs-from-scratch#324), yet still reported with 2.6
+# (karpathy/build-nanogpt#92) and 2.8 (rasbt/LLMs-from-scratch#791). Versions before this one get a caution.
+MPS_TRUSTED_FROM = (2, 9)
+
+
+def mps_caution(device):
+    """One line of caution for mps on a PyTorch version reported to train differently there, else None."""
+    if torch.device(device).type != "mps":
+        return None
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    if version >= MPS_TRUSTED_FROM:
+        return None
+    return (f"caution: on mps, PyTorch {torch.__version__} has been reported to give other losses than the CPU "
+            "for the same run; if the loss stalls, compare a few steps with --device cpu")
+
+
+def _describe_setup(device, precision, compiled, fused, world_size=1, grad_accum=1, batch_size=None, context=None):
+    """The lines a run prints once at its start: one per choice."""
+    name = device.type
+    if device.type == "cuda":
+        name = f"{device} ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    how = {"fp32": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast with a gradient scaler"}
+    lines = [f"device: {name}", f"precision: {precision} ({how[precision]})",
+             f"compile: {'on' if compiled else 'off'}", f"optimizer: AdamW ({'fused' if fused else 'not fused'})"]
+    if world_size > 1 or grad_accum > 1:
+        per_step = "" if batch_size is None else (
+            f": {batch_size} x {world_size} x {grad_accum} = {batch_size * world_size * grad_accum} sequences"
+            + (f" of {context} tokens" if context else "") + " per optimizer step")
+        lines.append(f"processes: {world_size}, gradient accumulation: {grad_accum}{per_step}")
+    caution = mps_caution(device)
+    if caution:
+        lines.append(caution)
+    return lines
+
+
 def cmd_prepare(args, out=print):
-    meta = prepare_token_files(args.corpus, args.out, args.val_fraction, progress=not args.no_progress)
+    with _from_user():
+        meta = prepare_token_files(args.corpus, args.out, args.val_fraction, progress=not args.no_progress)
     out(f"{meta['documents']} document(s) -> {args.out}: train.bin {meta['train_tokens']:,} tokens, "
         f"val.bin {meta['val_tokens']:,} tokens (uint16), meta.json")
 
 
 def cmd_generate(args, out=print):
-    if not args.prompt:
-        raise UserError("--prompt is empty: give at least one word to continue from")
-    if args.model or (args.weights and args.weights.endswith(".gguf")):
+    if args.model or (args.weights and args.weights.endswith(".gguf")):  # SmolLM2, or another Llama GGUF
         from .chat import generate_llama_text
 
-        out(generate_llama_text(args.weights, args.prompt, args.max_new_tokens, temperature=args.temperature,
-                                top_k=args.top_k, seed=args.seed))
+        if not args.prompt:
+            raise UserError("--prompt is empty: give at least one word to continue from")
+        with _from_user():
+            text = generate_llama_text(args.weights, args.prompt, args.max_new_tokens, temperature=args.temperature,
+                                       top_k=args.top_k, seed=args.seed)
+        out(text)
         return
-    if args.checkpoint:
-        model, _ = load_checkpoint(args.checkpoint)
-    elif args.weights:
-        if not Path(args.weights).exists():
-            raise UserError(f"--weights: no such file or directory: {args.weights}")
-        model = load_pretrained_gpt2(args.weights)
-    else:
-        try:
-            model = load_pretrained_gpt2(args.pretrained)
-        except ConnectionError as err:
-            raise UserError(f"{err}, with --weights PATH") from None
+    with _from_user():
+        if args.checkpoint:
+            model, _ = load_checkpoint(args.checkpoint)
+        else:
+            try:
+                model = load_pretrained_gpt2(args.weights or args.pretrained)
+            except FileNotFoundError as err:
+                raise UserError(f"--weights: {err}" if args.weights else str(err)) from None
+            except ConnectionError as err:
+                raise UserError(f"{err}, with --weights PATH") from None
     model.eval()
     tokenizer = get_tokenizer()
-    idx = text_to_token_ids(args.prompt, tokenizer)
-    try:
+    with _from_user():
+        idx = text_to_token_ids(args.prompt, tokenizer)
+        # The values were checked by argparse; generate checks them against the model (top-k <= vocabulary).
         ids = generate(model, idx, args.max_new_tokens, model.cfg["context_length"], temperature=args.temperature,
                        top_k=args.top_k, seed=args.seed)
-    except ValueError as err:
-        raise UserError(str(err)) from None
     out(token_ids_to_text(ids, tokenizer))
 
 
 def cmd_chat(args, out=print):
-    from .chat import main as chat_main
+    from .chat import ChatSession, load_chat_model, run_chat
 
-    return chat_main(args)
+    if sys.stdin.isatty():  # a person is waiting: say why nothing happens for a few seconds
+        print(f"loading {args.weights or 'SmolLM2-135M-Instruct'} ...", file=sys.stderr, flush=True)
+    with _from_user():
+        model, tokenizer = load_chat_model(args.weights)
+        session = ChatSession(model, tokenizer, system=args.system, temperature=args.temperature, top_k=args.top_k,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    try:
+        run_chat(session)
+    except KeyboardInterrupt:  # Ctrl-C ends the chat as quietly as Ctrl-D
+        print()
 
 
 def main(argv=None):
@@ -383,7 +451,7 @@ def main(argv=None):
                 "doctor": cmd_doctor, "prepare": cmd_prepare, "chat": cmd_chat}
     try:
         return commands[args.command](args) or 0
-    except (UserError, FileNotFoundError, ValueError, ConnectionError) as err:
+    except UserError as err:
         print(f"gpt-from-scratch {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

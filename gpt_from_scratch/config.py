@@ -29,12 +29,22 @@ GPT_CONFIG_1558M = {**GPT_CONFIG_124M, "emb_dim": 1600, "n_heads": 25, "n_layers
 # 6.6M parameters are the token embedding and output head (50257 x 64 each).
 GPT_CONFIG_TINY = {**GPT_CONFIG_124M, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
 
+# GPT-2's four sizes, the one table of them: the book's names (as the notebooks print them) -> config.
+# The CLI (--model 124M) and the weight loader ("gpt2", "124M", "openai-community/gpt2") read their
+# names off these keys with gpt2_names.
 GPT_CONFIGS = {
     "gpt2-small (124M)": GPT_CONFIG_124M,
     "gpt2-medium (355M)": GPT_CONFIG_355M,
     "gpt2-large (774M)": GPT_CONFIG_774M,
     "gpt2-xl (1558M)": GPT_CONFIG_1558M,
 }
+
+
+def gpt2_names(book_name):
+    """``"gpt2-medium (355M)"`` -> ``("355M", "gpt2-medium")``: the series' short name and the Hugging
+    Face Hub's (whose repository is ``openai-community/<name>``; the smallest is plain ``"gpt2"``)."""
+    hub_name, size = book_name.removesuffix(")").split(" (")
+    return size, hub_name.replace("gpt2-small", "gpt2")
 
 # key -> (expected type, description of the allowed values)
 _SCHEMA = {

@@ -9,30 +9,17 @@ functions pick it, each with a clear error when a choice cannot work:
   ``GradScaler`` multiplies the loss before ``backward`` and divides the gradients back before the
   step). Both run under ``torch.autocast``: matrix products in the low precision, sums, softmax and
   the loss in float32, the weights themselves stay float32.
-- ``compile_model``: ``torch.compile`` where it can work, else the model unchanged and one line saying why.
-- ``make_adamw``: AdamW with ``fused=True`` (one kernel for the whole update) where PyTorch has it.
-
-``describe_setup`` turns the choices into the lines a run prints once at its start.
+- ``compile_model``: ``torch.compile``, else the model unchanged and one warning saying why.
+- ``make_adamw``: AdamW with weight decay on the matrices only, fused where PyTorch has it.
 """
 
 import contextlib
-import platform
-import shutil
 import warnings
 
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-# Apple's mps backend has given other losses than the CPU for the same GPT training: badly in PyTorch
-# 2.1, "almost the same" in 2.4 (rasbt/LLMs-from-scratch#324), yet still reported with 2.6
-# (karpathy/build-nanogpt#92) and 2.8 (rasbt/LLMs-from-scratch#791). Versions before this one get a caution.
-MPS_TRUSTED_FROM = (2, 9)
-
-
-def _mps_available():
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def resolve_device(device="auto"):
@@ -42,7 +29,7 @@ def resolve_device(device="auto"):
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        return torch.device("mps") if _mps_available() else torch.device("cpu")
+        return torch.device("mps") if torch.backends.mps.is_available() else torch.device("cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -52,7 +39,7 @@ def resolve_device(device="auto"):
             raise ValueError(f"device {device!r}: this PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not _mps_available():
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r}: the mps backend is not available (it needs Apple silicon and macOS)")
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
@@ -98,79 +85,26 @@ def grad_scaler(device, precision):
     return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
 
 
-def _compile_obstacle(device):
-    """Why ``torch.compile`` cannot work here, or None. torch.compile fails late (at the first forward
-    pass, deep in its compiler) on setups it does not support, so the known ones are checked first."""
-    if not hasattr(torch, "compile"):
-        return f"torch {torch.__version__} has no torch.compile (it needs 2.0 or later)"
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        if major < 7:  # Triton, which generates the GPU kernels, needs compute capability 7.0
-            return f"this GPU has compute capability {major}.{minor}; torch.compile's Triton needs 7.0 or newer"
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return "torch.compile on a GPU needs the triton package, which is not installed"
-    if device.type == "cpu" and platform.system() != "Windows" and not any(
-            shutil.which(cc) for cc in ("cc", "gcc", "g++", "clang", "clang++")):
-        return "torch.compile on the CPU needs a C++ compiler (gcc or clang) on PATH"
-    return None
-
-
-def compile_model(model, device, enabled=True, warn=None):
-    """``torch.compile(model)`` where it can work; otherwise ``model`` itself and one line passed to
-    ``warn`` (default: ``warnings.warn``). Returns ``(model, compiled)``."""
-    if not enabled:
-        return model, False
-    warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
-    reason = _compile_obstacle(torch.device(device))
-    if reason is None:
-        try:
-            return torch.compile(model), True
-        except Exception as err:  # e.g. "Windows not yet supported for torch.compile", an unsupported Python
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    warn(f"--compile: running without torch.compile ({reason})")
-    return model, False
-
-
-def make_adamw(params, lr, weight_decay, device):
-    """AdamW, fused (one kernel updates every parameter) where this PyTorch has a fused kernel for the
-    device, else PyTorch's default implementation. Returns ``(optimizer, fused)``."""
-    params = list(params)
+def compile_model(model):
+    """``torch.compile(model)``, or ``model`` itself with one warning where ``torch.compile`` refuses
+    (an unsupported platform or Python). Errors that surface only at the first compiled forward pass
+    (a missing C++ compiler, an old GPU) are PyTorch's own."""
     try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True), True
+        return torch.compile(model)
+    except Exception as err:
+        first_line = (str(err).splitlines() or [""])[0]
+        warnings.warn(f"--compile: running without torch.compile ({type(err).__name__}: {first_line})", stacklevel=2)
+        return model
+
+
+def make_adamw(model, lr, weight_decay):
+    """AdamW as nanoGPT sets it up: weight decay on the weights of 2 or more dimensions (the matrices
+    and embeddings), none on biases and on LayerNorm's scale and shift; fused (one kernel updates
+    every parameter) where this PyTorch has a fused kernel for the device."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or this PyTorch
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay), False
-
-
-def mps_caution(device):
-    """One line of caution for mps on a PyTorch version reported to train differently there, else None."""
-    if torch.device(device).type != "mps":
-        return None
-    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
-    if version >= MPS_TRUSTED_FROM:
-        return None
-    return (f"caution: on mps, PyTorch {torch.__version__} has been reported to give other losses than the CPU "
-            "for the same run; if the loss stalls, compare a few steps with --device cpu")
-
-
-def describe_setup(device, precision, compiled, fused, world_size=1, grad_accum=1, batch_size=None, context=None):
-    """The lines a run prints once at its start: one per choice."""
-    device = torch.device(device)
-    name = device.type
-    if device.type == "cuda":
-        name = f"{device} ({torch.cuda.get_device_name(device)})"
-    elif device.type == "cpu":
-        name = f"cpu ({torch.get_num_threads()} threads)"
-    how = {"fp32": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast with a gradient scaler"}
-    lines = [f"device: {name}", f"precision: {precision} ({how[precision]})",
-             f"compile: {'on' if compiled else 'off'}", f"optimizer: AdamW ({'fused' if fused else 'not fused'})"]
-    if world_size > 1 or grad_accum > 1:
-        per_step = "" if batch_size is None else (
-            f": {batch_size} x {world_size} x {grad_accum} = {batch_size * world_size * grad_accum} sequences"
-            + (f" of {context} tokens" if context else "") + " per optimizer step")
-        lines.append(f"processes: {world_size}, gradient accumulation: {grad_accum}{per_step}")
-    caution = mps_caution(device)
-    if caution:
-        lines.append(caution)
-    return lines
+        return torch.optim.AdamW(groups, lr=lr)

@@ -94,6 +94,15 @@ def mean_over_processes(values, device):
     return tuple((t / dist.get_world_size()).tolist())
 
 
+def gather(obj):
+    """``obj`` of every process, in rank order (``[obj]`` with one process); every process must call it."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    objects = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
 def shutdown_distributed():
     """Leave the process group (at the end of a run, on every rank)."""
     if dist.is_available() and dist.is_initialized():
@@ -112,4 +121,7 @@ def distributed_loader(dataset, batch_size, world=World(), shuffle=True, seed=0,
 
     sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=shuffle, seed=seed,
                                  drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
+    # Its own generator: each pass over a DataLoader draws a number from it, which would otherwise come
+    # from the global random state that dropout draws from (and a resumed run would draw one more).
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                      generator=torch.Generator())

@@ -64,14 +64,6 @@ def generate_text_simple(model, idx, max_new_tokens, context_size):
     return idx
 
 
-def _rng(seed):
-    if seed is None or isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return torch.Generator().manual_seed(seed)
-    raise TypeError(f"seed must be an int or a torch.Generator, got {seed!r}")
-
-
 def top_k_filter(logits, k):
     """Keep the ``k`` largest logits of each row (last dimension); set the others to -inf.
 
@@ -79,6 +71,21 @@ def top_k_filter(logits, k):
     """
     kth_largest = torch.topk(logits, k).values[..., -1:]  # (..., 1)
     return logits.masked_fill(logits < kth_largest, -torch.inf)
+
+
+def sample_next_token(logits, temperature=0.0, top_k=None, generator=None):
+    """From the last position's logits ``(batch, vocab_size)`` to the next token's ids ``(batch, 1)``.
+
+    ``top_k`` keeps only the k highest logits; ``temperature`` 0 picks the highest (greedy), above 0
+    divides the logits by it and draws from the softmax with ``generator`` (the draw runs on the CPU,
+    so that a seed gives the same tokens on every device).
+    """
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if temperature == 0:
+        return torch.argmax(logits, dim=-1, keepdim=True)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return torch.multinomial(probs.cpu(), num_samples=1, generator=generator).to(logits.device)
 
 
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, seed=None,
@@ -94,63 +101,56 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     (as in the series). In a batch, a sequence that has finished is padded with ``eos_id`` until every
     sequence has finished.
 
-    ``use_cache``: keep the keys and values between steps (a model with ``new_kv_cache``, such as
-    ``GPTModel``; other models are run on the whole window every step). Same tokens either way.
+    ``use_cache``: keep the keys and values between steps, for a model that has
+    ``new_kv_cache(batch_size, max_tokens)`` and ``forward(idx, kv_cache=None, last_only=False)`` (such
+    as ``GPTModel``); other models run on the whole window every step. Same tokens either way.
     """
     _check_generation_args(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id)
+    cfg = getattr(model, "cfg", None)
+    if isinstance(cfg, dict) and "context_length" in cfg:  # up front: the same error with and without the cache
+        checks.int_in_range("context_size", context_size, 1, cfg["context_length"], "the model's context_length")
     if not isinstance(use_cache, bool):
         raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
-    rng = _rng(seed)
-    if use_cache and hasattr(model, "new_kv_cache") and len(getattr(model, "trf_blocks", ())) > 0:
-        next_logits = _CachedSteps(model, context_size, max_tokens=idx.shape[1] + max_new_tokens)
-    else:
-        def next_logits(idx):
-            return model(idx[:, -context_size:])[:, -1, :]  # (batch, vocab_size)
+    generator = _generator(seed)
 
+    # The cache holds the keys and values of every token fed so far, at positions 0, 1, 2, ... Step 1
+    # feeds the prompt (priming the cache), each later step only the token picked last. Once the
+    # sequence outgrows context_size the window slides, every token moves to a new position and the
+    # cached keys and values no longer apply: from then on each step runs the whole window, exactly
+    # as generate_text_simple does.
+    cached_model = use_cache and hasattr(model, "new_kv_cache")
+    cache = None
+    if cached_model and idx.shape[1] < context_size:
+        cache = model.new_kv_cache(idx.shape[0], min(idx.shape[1] + max_new_tokens, context_size))
+    new_tokens = idx
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
+        if idx.shape[1] > context_size:
+            cache = None  # the window slides: recompute it
         with torch.no_grad():
-            logits = next_logits(idx)  # (batch, vocab_size): the prediction for the next token
-        if top_k is not None:
-            logits = top_k_filter(logits, top_k)
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            idx_next = torch.multinomial(probs.cpu(), num_samples=1, generator=rng).to(idx.device)  # (batch, 1)
-        else:
-            idx_next = torch.argmax(logits, dim=-1, keepdim=True)
+            if cache is not None:
+                logits = model(new_tokens, kv_cache=cache, last_only=True)[:, -1, :]  # (batch, vocab_size)
+            elif cached_model:  # the same model, its output head run on the last position only
+                logits = model(idx[:, -context_size:], last_only=True)[:, -1, :]
+            else:
+                logits = model(idx[:, -context_size:])[:, -1, :]
+        idx_next = sample_next_token(logits, temperature, top_k, generator)  # (batch, 1)
         if eos_id is not None:
             idx_next = idx_next.masked_fill(finished.unsqueeze(1), eos_id)  # keep finished ones padded
             finished |= idx_next.squeeze(1) == eos_id
             if finished.all():
                 break
         idx = torch.cat((idx, idx_next), dim=1)
+        new_tokens = idx_next
     return idx
 
 
-class _CachedSteps:
-    """``idx -> model(idx[:, -context_size:])[:, -1, :]``, computed with a key/value cache.
-
-    The first call runs the prompt and fills the cache; each later call runs only the tokens appended
-    since (one per step), at the positions that follow. Once the sequence is longer than
-    ``context_size``, the window slides by one token per step, which moves every token to a new
-    position: the cached keys and values (computed with the old positions) no longer apply, so from
-    then on each step recomputes the whole window, exactly as ``generate_text_simple`` does.
-    """
-
-    def __init__(self, model, context_size, max_tokens):
-        self.model = model
-        self.context_size = context_size
-        self.max_tokens = min(max_tokens, context_size, model.cfg["context_length"])  # what the cache must hold
-        self.cache = None
-
-    def __call__(self, idx):
-        if idx.shape[1] > self.context_size:  # the window slides: recompute it, no cache
-            return self.model(idx[:, -self.context_size:], last_only=True)[:, -1, :]
-        if self.cache is None:
-            self.cache = self.model.new_kv_cache(idx.shape[0], self.max_tokens)
-        past = self.cache[0].length
-        new_tokens = idx[:, past:]  # the prompt at the first call, then the one token picked last
-        return self.model(new_tokens, kv_cache=self.cache, last_only=True)[:, -1, :]  # (batch, vocab_size)
+def _generator(seed):
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return torch.Generator().manual_seed(seed)
+    raise TypeError(f"seed must be an int or a torch.Generator, got {seed!r}")
 
 
 def text_to_token_ids(text, tokenizer):

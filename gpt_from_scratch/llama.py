@@ -337,7 +337,7 @@ class LlamaModel(nn.Module):
         ``kv_cache`` (from :meth:`new_kv_cache`): the tokens continue from position ``past``, the
         cache's length; ``last_only=True`` returns ``(batch, 1, vocab_size)``. As in ``GPTModel``.
         """
-        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"], check_range=kv_cache is None)
+        check_token_ids(in_idx, context_length=self.cfg["context_length"])  # shape only: reading values would sync a GPU
         num_tokens = in_idx.shape[1]
         past = 0 if kv_cache is None else kv_cache[0].length
         check_cache_room(past, num_tokens, self.cfg["context_length"])

@@ -13,6 +13,7 @@ then per block query, key, value, out_proj, feed-forward, norms; final norm; out
 ``torch.manual_seed(123)`` give the series' exact weights and exact generated text.
 """
 
+import contextlib
 import math
 
 import torch
@@ -148,10 +149,11 @@ class GPTModel(nn.Module):
         cache's length) instead of 0; ``last_only=True`` runs the output head on the last position
         only and returns ``(batch, 1, vocab_size)``, all a generation step needs.
 
-        Token ids are range-checked on every call without a cache. With a cache they are not: its
-        user, ``generate``, checks the prompt once per call and then feeds the ids the model picked.
+        Only the shape of ``in_idx`` is checked here: reading its values (is every id below
+        vocab_size?) would make a GPU wait at every training step. Ids are checked where they enter:
+        ``generate`` checks the prompt, the datasets hold the tokenizer's ids.
         """
-        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"], check_range=kv_cache is None)
+        check_token_ids(in_idx, context_length=self.cfg["context_length"])
         _, seq_len = in_idx.shape
         past = 0 if kv_cache is None else kv_cache[0].length  # tokens already in the cache
         check_cache_room(past, seq_len, self.cfg["context_length"])
@@ -203,7 +205,7 @@ class DummyGPTModel(nn.Module):
         self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
 
     def forward(self, in_idx):
-        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"])
+        check_token_ids(in_idx, context_length=self.cfg["context_length"])
         _, seq_len = in_idx.shape
         tok_embeds = self.tok_emb(in_idx)  # (b, t, d)
         pos_embeds = self.pos_emb(torch.arange(seq_len, device=in_idx.device))  # (t, d)
@@ -235,12 +237,25 @@ class DummyLayerNorm(nn.Module):
 
 # --- helpers --------------------------------------------------------------------------------------
 
-def check_token_ids(idx, vocab_size, context_length=None, check_range=True):
-    """Check ``idx`` is an integer tensor of shape (batch, num_tokens) holding ids in [0, vocab_size).
+@contextlib.contextmanager
+def evaluating(model):
+    """``with evaluating(model):`` runs the block in eval mode (dropout off), then puts the model back
+    in the mode it was in, even if the block raised."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
-    Cheap (one min and one max), and it turns PyTorch's "index out of range in self" into a message
-    that names the offending value and the limit. ``check_range=False`` skips the min and max (the
-    only part that reads the data: on a GPU it waits for it), for ids already known to be in range.
+
+def check_token_ids(idx, vocab_size=None, context_length=None):
+    """Check ``idx`` is an integer tensor of shape (batch, num_tokens), at most ``context_length``
+    tokens long, and, given ``vocab_size``, that every id is in [0, vocab_size).
+
+    The range check turns PyTorch's "index out of range in self" into a message that names the
+    offending value and the limit; it reads the data (one min, one max), so a GPU waits for it: the
+    models check only the shape, ``generate`` checks the prompt's ids once.
     """
     if not isinstance(idx, torch.Tensor):
         raise TypeError(f"token ids must be a torch.Tensor of shape (batch, num_tokens), got {type(idx).__name__}")
@@ -256,15 +271,8 @@ def check_token_ids(idx, vocab_size, context_length=None, check_range=True):
             f"sequence of {idx.shape[1]} tokens is longer than context_length={context_length}; "
             f"crop it, e.g. idx[:, -{context_length}:]"
         )
-    # Skipped inside torch.compile too: reading the values would split the compiled graph in two.
-    if not check_range or _compiling():
-        return
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= vocab_size:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
-
-
-def _compiling():
-    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
-    return bool(is_compiling and is_compiling())
+    if vocab_size is not None:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")

@@ -129,7 +129,7 @@ def _hub_download(cache_dir):
     """The folder holding the Hub's model.safetensors and config.json (the Hub's cache, once)."""
     import huggingface_hub
 
-    from .weights import _download, _unavailable, _reason
+    from .pretrained import _download, _reason, _unavailable
 
     weights = Path(_download(HUB_REPO, cache_dir, local_files_only=False))  # fails fast offline
     try:

@@ -10,7 +10,7 @@ is as unsure as if it chose uniformly among this many tokens".
 ``train_model_simple`` is the classic loop, short enough to read in one screen: for each batch,
 forward, loss, backward, optimizer step; every ``eval_freq`` steps, the mean loss on a few training and
 validation batches; at the end of each epoch, a sample of generated text so one can watch the model
-learn. The full trainer in ``trainer.py`` (``train_model``) adds a learning-rate schedule, gradient
+learn. The full trainer in ``fit.py`` (``train_model``) adds a learning-rate schedule, gradient
 clipping, a progress bar and exact resuming from a checkpoint; the loop at its heart is this one.
 """
 
@@ -20,6 +20,7 @@ import torch
 
 from .checks import positive_int
 from .generate import generate, text_to_token_ids, token_ids_to_text
+from .model import evaluating
 
 
 def calc_loss_batch(input_batch, target_batch, model, device="cpu"):
@@ -49,51 +50,26 @@ def perplexity(loss):
     return math.exp(loss)
 
 
-def _first_batches(loader, num_batches):
-    """The loader's first ``num_batches`` batches in dataset order, drawing no random numbers, so that
-    evaluating never changes the shuffling or the dropout of training.
-
-    With several processes (the loader's sampler is a ``DistributedSampler`` of ``num_replicas``
-    processes), batch ``b`` of all processes together is the windows ``b * size * num_replicas`` and
-    on, and this process takes every ``num_replicas``-th of them from its ``rank``.
-    """
-    dataset, size = loader.dataset, loader.batch_size
-    world, rank = getattr(loader.sampler, "num_replicas", 1), getattr(loader.sampler, "rank", 0)
-    n = min(num_batches, len(loader))
-    for b in range(n):
-        items = [dataset[j] for j in range(b * size * world + rank, min((b + 1) * size * world, len(dataset)), world)]
-        if not items:
-            if b == 0:
-                raise ValueError(f"this process (rank {rank} of {world}) has no window to evaluate: the data set "
-                                 f"has {len(dataset)} windows")
-            return
-        yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
-
-
 def evaluate_model(model, train_loader, val_loader, device="cpu", eval_iter=5):
-    """(train loss, validation loss), each the mean over the first ``eval_iter`` batches (in dataset
-    order, so every evaluation sees the same batches), in eval mode and without gradients."""
-    was_training = model.training
-    model.eval()
-    losses = []
-    with torch.no_grad():
-        for loader in (train_loader, val_loader):
-            if len(loader) == 0:
-                raise ValueError("a data loader has no batches: is the text shorter than one batch of windows?")
-            batch_losses = [calc_loss_batch(x, y, model, device).item() for x, y in _first_batches(loader, eval_iter)]
-            losses.append(sum(batch_losses) / len(batch_losses))
-    model.train(was_training)
-    return tuple(losses)
+    """(train loss, validation loss): ``calc_loss_loader`` over the first ``eval_iter`` batches of each
+    loader, in eval mode and without gradients, exactly as the book evaluates.
+
+    Iterating a loader is what the book does, with what comes with it: a shuffled training loader
+    gives other batches at each evaluation, and every pass over a ``DataLoader`` draws one number from
+    its ``generator`` (or, without one, from the global random state, as dropout does).
+    """
+    with evaluating(model), torch.no_grad():
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    return train_loss, val_loss
 
 
 def generate_sample(model, tokenizer, start_context, max_new_tokens=50, device="cpu"):
     """Greedy continuation of ``start_context`` as one line of text (newlines shown as spaces)."""
-    was_training = model.training
-    model.eval()
     context_size = model.pos_emb.weight.shape[0]
     idx = text_to_token_ids(start_context, tokenizer).to(device)
-    out = generate(model, idx, max_new_tokens, context_size)  # temperature 0: greedy
-    model.train(was_training)
+    with evaluating(model):
+        out = generate(model, idx, max_new_tokens, context_size)  # temperature 0: greedy
     return token_ids_to_text(out, tokenizer).replace("\n", " ")
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from gpt_from_scratch import GPT_CONFIG_124M, GPTModel, get_tokenizer, plot_losses, train_model_simple
+from gpt_from_scratch import (GPT_CONFIG_124M, GPTModel, create_dataloader_v1, generate_text_simple, get_tokenizer,
+                              load_sample_text, plot_losses, text_to_token_ids, token_ids_to_text, train_model_simple)
 
 CFG = {**GPT_CONFIG_124M, "vocab_size": 60, "context_length": 10, "emb_dim": 16, "n_heads": 4, "n_layers": 2,
        "drop_rate": 0.0}
@@ -185,3 +186,101 @@ def test_importing_the_package_loads_no_notebook_tooling():
     code = "import gpt_from_scratch as g; print(g.AttentionExplorer.__module__, g.GenerationPlayground.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["gpt_from_scratch.classroom.widgets", "GenerationPlayground"]
+
+
+# --- the book's chapter 5 loop, written out as the book has it, to compare train_model_simple with ---------
+
+def book_calc_loss_batch(input_batch, target_batch, model, device):
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = model(input_batch)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
+    return loss
+
+
+def book_calc_loss_loader(data_loader, model, device, num_batches=None):
+    total_loss = 0.
+    if len(data_loader) == 0:
+        return float("nan")
+    elif num_batches is None:
+        num_batches = len(data_loader)
+    else:
+        num_batches = min(num_batches, len(data_loader))
+    for i, (input_batch, target_batch) in enumerate(data_loader):
+        if i < num_batches:
+            loss = book_calc_loss_batch(input_batch, target_batch, model, device)
+            total_loss += loss.item()
+        else:
+            break
+    return total_loss / num_batches
+
+
+def book_evaluate_model(model, train_loader, val_loader, device, eval_iter):
+    model.eval()
+    with torch.no_grad():
+        train_loss = book_calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = book_calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    model.train()
+    return train_loss, val_loss
+
+
+def book_generate_and_print_sample(model, tokenizer, device, start_context):
+    model.eval()
+    context_size = model.pos_emb.weight.shape[0]
+    encoded = text_to_token_ids(start_context, tokenizer).to(device)
+    with torch.no_grad():
+        token_ids = generate_text_simple(model=model, idx=encoded, max_new_tokens=50, context_size=context_size)
+    decoded_text = token_ids_to_text(token_ids, tokenizer)
+    print(decoded_text.replace("\n", " "))
+    model.train()
+
+
+def book_train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
+                            eval_freq, eval_iter, start_context, tokenizer):
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = book_calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            optimizer.step()
+            tokens_seen += input_batch.numel()
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = book_evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch+1} (Step {global_step:06d}): "
+                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        book_generate_and_print_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen
+
+
+@pytest.mark.parametrize("eval_iter", [1, 3])
+def test_train_model_simple_records_the_books_losses(capsys, eval_iter):
+    """Issue 17, bug 7: the book's loop, run beside ours on the book's layout (its loaders: shuffled
+    training batches from the global random state, dropout on), must record the same losses. Ours
+    picked its evaluation batches itself instead of iterating the loaders, so both its losses and the
+    rest of the run (the loaders' draws from the random state) differed."""
+    text = load_sample_text()[:4000]
+    split_idx = int(0.90 * len(text))
+    cfg = {**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2, "drop_rate": 0.1}
+    tokenizer = get_tokenizer()
+    runs = []
+    for loop in (book_train_model_simple, train_model_simple):
+        torch.manual_seed(123)
+        train_loader = create_dataloader_v1(text[:split_idx], batch_size=2, max_length=16, stride=16,
+                                            drop_last=True, shuffle=True, num_workers=0)
+        val_loader = create_dataloader_v1(text[split_idx:], batch_size=2, max_length=16, stride=16,
+                                          drop_last=False, shuffle=False, num_workers=0)
+        model = GPTModel(cfg)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.0004, weight_decay=0.1)
+        runs.append(loop(model, train_loader, val_loader, optimizer, "cpu", num_epochs=2, eval_freq=5,
+                         eval_iter=eval_iter, start_context="Every effort moves you", tokenizer=tokenizer))
+        runs[-1] += (capsys.readouterr().out,)
+    book, ours = runs
+    assert len(book[0]) >= 4
+    assert ours[0] == book[0] and ours[1] == book[1] and ours[2] == book[2]  # exactly, float for float
+    assert ours[3] == book[3]  # the printed lines and samples too

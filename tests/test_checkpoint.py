@@ -51,3 +51,22 @@ def test_optimizer_requested_but_not_saved(tiny_cfg, tmp_path):
     path = save_checkpoint(tmp_path / "ck.pt", model)
     with pytest.raises(ValueError, match="holds no optimizer state"):
         load_checkpoint(path, model, torch.optim.AdamW(model.parameters()))
+
+
+def test_the_gpu_random_state_is_saved_and_restored_too(tiny_cfg, tmp_path, monkeypatch):
+    """Issue 17, bug 2: only the CPU generator was saved, so a resumed GPU run drew other dropout masks.
+    A fake CUDA device with two generators stands in for a GPU here."""
+    cuda_states = [torch.tensor([1, 2, 3], dtype=torch.uint8), torch.tensor([4, 5], dtype=torch.uint8)]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in cuda_states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state))
+    model = GPTModel(tiny_cfg)
+    path = save_checkpoint(tmp_path / "ck.pt", model)
+    cpu_state = torch.get_rng_state()
+    torch.rand(5)  # move the CPU generator on
+    load_checkpoint(path, model, restore_rng=True)
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    assert sorted(restored) == [0, 1]
+    assert all(torch.equal(restored[i], cuda_states[i]) for i in (0, 1))

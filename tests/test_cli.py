@@ -47,6 +47,19 @@ def test_resume_continues_the_step_count(trained, tmp_path):
     assert "resuming from" in stdout and "at step 6" in stdout and "(step 8)" in stdout
 
 
+def test_resume_reads_the_checkpoint_once(trained, tmp_path, monkeypatch):
+    """Issue 17, bug 6: --resume read the whole checkpoint twice (to build the model, then to restore)."""
+    import torch
+
+    out, _ = trained
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    assert main(["train", "--resume", str(out), "--max-steps", "7", "--eval-every", "7", "--batch-size", "4",
+                 "--out", str(tmp_path / "more.pt"), "--no-progress"]) == 0
+    assert [str(p) for p in loads] == [str(out)]
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["generate", "--checkpoint", "missing.pt", "--prompt", "Hi"], 1, "checkpoint not found: missing.pt"),
     (["train", "--corpus", "nowhere.txt"], 1, "corpus not found: nowhere.txt"),
@@ -79,7 +92,8 @@ def test_corrupt_checkpoint(tmp_path, capsys):
     assert "bad.pt is not a readable checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, message", [(b"", "is empty"), (b"  \n\t", "is empty"),
+@pytest.mark.parametrize("content, message", [(b"", "the text has 0 tokens, too short"),
+                                              (b"  \n\t", "too short for max_length=64"),
                                               (b"\xff\xfe\x00bad", "is not UTF-8 text"),
                                               (b"far too short", "too short for max_length=64")])
 def test_bad_corpus(tmp_path, capsys, content, message):
@@ -92,7 +106,7 @@ def test_bad_corpus(tmp_path, capsys, content, message):
 
 def test_empty_prompt(trained, capsys):
     assert main(["generate", "--checkpoint", str(trained[0]), "--prompt", ""]) == 1
-    assert "--prompt is empty" in capsys.readouterr().err
+    assert "the prompt is empty" in capsys.readouterr().err
 
 
 def test_console_script_is_declared():
@@ -141,3 +155,16 @@ def test_grading_commands_name_the_extra_when_nbformat_is_missing(command, monke
     err = capsys.readouterr().err.strip()
     assert err == (f"gpt-from-scratch {command[0]}: error: this command needs nbformat, from the classroom extra: "
                    'pip install -e ".[classroom]" in a clone of the repository')
+
+
+def test_a_failure_inside_the_package_shows_its_traceback(trained, monkeypatch):
+    """Issue 17: only the user's mistakes become one line; an error the package raises while working
+    (here a ValueError from inside generation, which a bug would raise) keeps its traceback."""
+    import gpt_from_scratch.cli as cli
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(cli, "token_ids_to_text", broken)
+    with pytest.raises(ValueError, match="an internal invariant broke"):
+        main(["generate", "--checkpoint", str(trained[0]), "--prompt", "Hi", "--max-new-tokens", "2"])

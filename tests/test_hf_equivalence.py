@@ -57,5 +57,6 @@ def test_loading_into_a_model_of_another_size_names_the_mismatch():
     hf = hf_model(CFG, tied=True)
     with pytest.raises(ValueError, match="checkpoint has 3 transformer blocks, the model has 2"):
         load_hf_gpt2_weights(GPTModel({**CFG, "n_layers": 2}), hf.state_dict())
-    with pytest.raises(ValueError, match=r"shape mismatch for pos_emb.weight: model has \(32, 64\), checkpoint has \(16, 64\)"):
+    with pytest.raises(ValueError, match=r"'transformer.wpe.weight' has shape \(16, 64\), but a GPT-2 of 3 layers, "
+                                         r"width 64, vocabulary 300, context 32 needs \(32, 64\)"):
         load_hf_gpt2_weights(GPTModel({**CFG, "context_length": 32}), hf.state_dict())

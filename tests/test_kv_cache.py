@@ -163,23 +163,23 @@ def test_use_cache_must_be_a_bool(tiny):
         generate(tiny, torch.tensor([[1]]), 1, 12, use_cache=1)
 
 
-def test_token_ids_are_range_checked_once_per_cached_call(tiny, monkeypatch):
+def test_token_ids_are_range_checked_once_per_generate_call(tiny, monkeypatch):
     range_checks = []
     original = model_module.check_token_ids
 
-    def counting(idx, vocab_size, context_length=None, check_range=True):
-        range_checks.append(check_range)
-        return original(idx, vocab_size, context_length, check_range)
+    def counting(idx, vocab_size=None, context_length=None):
+        range_checks.append(vocab_size is not None)
+        return original(idx, vocab_size, context_length)
 
     monkeypatch.setattr(model_module, "check_token_ids", counting)
     monkeypatch.setattr(generate_module, "check_token_ids", counting)
-    generate(tiny, torch.tensor([[1, 2]]), 8, 12)
-    assert range_checks.count(True) == 1 and range_checks.count(False) == 8  # the prompt, then 8 model calls
+    for use_cache in (True, False):
+        range_checks.clear()
+        generate(tiny, torch.tensor([[1, 2]]), 8, 12, use_cache=use_cache)
+        assert range_checks.count(True) == 1 and range_checks.count(False) == 8  # the prompt; 8 model calls
     range_checks.clear()
-    generate_text_simple(tiny, torch.tensor([[1, 2]]), 3, 12)  # the plain loop: a direct call per step
-    assert range_checks == [True] * 4
-    with pytest.raises(ValueError, match=r"token id 50 is outside the vocabulary \[0, 50\)"):
-        tiny(torch.tensor([[1, 50]]))  # a direct call still gets the clear error
+    generate_text_simple(tiny, torch.tensor([[1, 2]]), 3, 12)
+    assert range_checks == [True, False, False, False]
 
 
 def test_the_playground_and_the_cli_generate_with_the_cache(tiny, monkeypatch, tmp_path):
@@ -265,3 +265,18 @@ def test_the_explorer_reads_weights_from_a_model_built_with_sdpa(tiny_cfg):
     b = AttentionExplorer.from_model(fast, get_tokenizer(), "The clock struck")
     assert len(b.weights) == 2 and all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.weights, b.weights))
     assert all(block.att.use_sdpa for block in fast.trf_blocks)  # switched back afterwards
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_context_size_beyond_the_model_is_refused_up_front_with_and_without_the_cache(tiny_cfg, use_cache):
+    """Issue 17, bug 1: context_size=8 on a 4-token model failed only at the second step, with advice
+    about the cache that means nothing to the caller (and another message without the cache)."""
+    model = GPTModel({**tiny_cfg, "context_length": 4}).eval()
+    idx = torch.tensor([[1, 2, 3]])
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    with pytest.raises(ValueError, match=r"^context_size must be an integer in \[1, 4\] \(the model's "
+                                         r"context_length\), got 8$"):
+        generate(model, idx, 8, context_size=8, use_cache=use_cache)
+    assert calls == []  # refused before the first step
+    assert generate(model, idx, 8, context_size=4, use_cache=use_cache).shape == (1, 11)

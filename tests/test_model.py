@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from gpt_from_scratch import (GELU, GPT_CONFIG_124M, DummyGPTModel, FeedForward, GPTModel, LayerNorm,
-                              TransformerBlock, get_tokenizer)
+                              TransformerBlock, check_token_ids, generate, generate_text_simple, get_tokenizer)
 
 BATCH_TEXTS = ["Every effort moves you", "Every day holds a"]
 
@@ -142,8 +142,6 @@ def test_parameters_are_created_in_the_series_order(tiny_cfg):
 # --- bad input ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad, err, msg", [
-    (torch.tensor([[1, 2, 50]]), ValueError, r"token id 50 is outside the vocabulary \[0, 50\)"),
-    (torch.tensor([[-1, 2]]), ValueError, r"token id -1 is outside the vocabulary \[0, 50\)"),
     (torch.zeros(1, 13, dtype=torch.long), ValueError, "sequence of 13 tokens is longer than context_length=12"),
     (torch.tensor([[1.0, 2.0]]), TypeError, "must be an integer tensor .*got dtype torch.float32"),
     (torch.tensor([1, 2, 3]), ValueError, r"shape \(batch, num_tokens\), got shape \(3,\); add a batch dimension"),
@@ -154,3 +152,24 @@ def test_parameters_are_created_in_the_series_order(tiny_cfg):
 def test_bad_token_ids_get_a_clear_error(cls, tiny_cfg, bad, err, msg):
     with pytest.raises(err, match=msg):
         cls(tiny_cfg)(bad)
+
+
+@pytest.mark.parametrize("cls", [GPTModel, DummyGPTModel])
+def test_a_forward_pass_reads_no_value_from_the_device(cls, tiny_cfg):
+    """Issue 17, bug 4: the forward pass read idx.min() and idx.max() (a host sync per micro-batch on
+    a GPU). On the meta device no value can be read at all, so the forward pass must run there."""
+    with torch.device("meta"):
+        model = cls(tiny_cfg)
+        idx = torch.zeros(2, 5, dtype=torch.long)
+    assert model(idx).shape == (2, 5, 50)
+
+
+@pytest.mark.parametrize("bad, msg", [(torch.tensor([[1, 2, 50]]), r"token id 50 is outside the vocabulary \[0, 50\)"),
+                                      (torch.tensor([[-1, 2]]), r"token id -1 is outside the vocabulary \[0, 50\)")])
+def test_token_ids_are_range_checked_where_they_enter(tiny_cfg, bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        check_token_ids(bad, 50)
+    with pytest.raises(ValueError, match=msg):
+        generate(GPTModel(tiny_cfg), bad, 1, 12)
+    with pytest.raises(ValueError, match=msg):
+        generate_text_simple(GPTModel(tiny_cfg), bad, 1, 12)

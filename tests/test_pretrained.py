@@ -315,7 +315,7 @@ def test_an_unreachable_hub_fails_fast_without_retrying(tmp_path):
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     # huggingface_hub's own retries would take more than 20 s even with a 1 s timeout.
-    code = ("import time, gpt_from_scratch.weights as w; w.HUB_TIMEOUT = 1\n"
+    code = ("import time, gpt_from_scratch.pretrained as w; w.HUB_TIMEOUT = 1\n"
             "start = time.monotonic()\n"
             "try:\n    w.load_pretrained_gpt2('gpt2-medium')\n"
             "except ConnectionError as err:\n    print(err)\n"

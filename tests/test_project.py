@@ -129,3 +129,25 @@ def test_notebook_ends_with_a_recap_and_exercises(path):
         assert re.search(r"^\s*(print\()?check_\w+\(", check, re.M), \
             f"the cell after solution {sources[i][:40]!r} must call a checker from gpt_from_scratch.classroom.exercises"
         assert cells[i]["metadata"]["nbgrader"]["solution"] and cells[i + 1]["metadata"]["nbgrader"]["grade"]
+
+
+# The newest PyTorch API the package calls, by the version that introduced it according to PyTorch's
+# documentation and release notes (no older torch has been run here: PyPI's Linux wheels of it are
+# CUDA builds of several GB). If one of these calls goes, or a newer API comes in, update the table.
+TORCH_APIS = {
+    "torch.amp.GradScaler(": (2, 3),  # before 2.3 only torch.cuda.amp.GradScaler
+    "torch.load(": (2, 1),  # mmap=True
+    "F.scaled_dot_product_attention(": (2, 0),
+}
+
+
+def test_the_declared_torch_floor_has_every_api_the_package_calls():
+    """Issue 17, bug 8: torch>=2.1 was declared while every run calls torch.amp.GradScaler (2.3)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (torch_req,) = [r for r in pyproject["project"]["dependencies"] if r.startswith("torch")]
+    floor = tuple(int(p) for p in re.fullmatch(r"torch>=(\d+)\.(\d+)", torch_req).groups())
+    source = "\n".join(p.read_text() for p in (ROOT / "gpt_from_scratch").rglob("*.py"))
+    for api, since in TORCH_APIS.items():
+        assert api in source, f"{api} is no longer called: update TORCH_APIS"
+        assert floor >= since, f"{api} needs torch {since}, the package declares {torch_req}"
+    assert floor == max(TORCH_APIS.values()), "the floor is higher than any API listed needs: list the reason"

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from gpt_from_scratch import GPTModel, generate, generate_text_simple
+from gpt_from_scratch import GPTModel, evaluating, generate, generate_text_simple
+from gpt_from_scratch.generate import sample_next_token  # not at the top level: notebook 06 has it as an exercise
 
 
 @pytest.fixture
@@ -95,3 +96,39 @@ def test_bad_sampling_arguments(model, kwargs, msg):
 def test_bad_seed(model):
     with pytest.raises(TypeError, match="seed must be an int or a torch.Generator"):
         generate(model, PROMPT, 2, 12, temperature=1.0, seed="42")
+
+
+def test_sample_next_token_is_the_step_generate_takes(model):
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sample_next_token(logits), logits.argmax(dim=-1, keepdim=True))  # (batch, 1)
+    assert torch.equal(sample_next_token(logits, temperature=2.0, top_k=1), logits.argmax(dim=-1, keepdim=True))
+    draws = sample_next_token(logits[:1].repeat(2000, 1), 1.0, 3, torch.Generator().manual_seed(1))
+    assert draws.shape == (2000, 1) and set(draws.flatten().tolist()) == set(logits[0].topk(3).indices.tolist())
+    # generate's first new token is sample_next_token on the prompt's last logits with the seeded generator
+    with torch.no_grad():
+        last = model(PROMPT)[:, -1, :]
+    first = sample_next_token(last, 1.3, 5, torch.Generator().manual_seed(9))
+    assert torch.equal(generate(model, PROMPT, 1, 12, temperature=1.3, top_k=5, seed=9)[:, -1:], first)
+
+
+def test_the_playground_marks_the_token_generate_picks_first():
+    from gpt_from_scratch import GPT_CONFIG_124M, GenerationPlayground, get_tokenizer
+
+    torch.manual_seed(123)
+    pg = GenerationPlayground(GPTModel({**GPT_CONFIG_124M, "context_length": 16, "emb_dim": 16, "n_heads": 2,
+                                        "n_layers": 1}), get_tokenizer())
+    for seed in (1, 2, 3):
+        text = pg.run("The clock", temperature=1.5, top_k=20, max_new_tokens=1, seed=seed)
+        assert text == "The clock" + pg.next_token("The clock", temperature=1.5, top_k=20, seed=seed)
+
+
+def test_evaluating_restores_the_mode_even_after_an_error(model):
+    model.train()
+    with pytest.raises(RuntimeError):
+        with evaluating(model):
+            assert not model.training
+            raise RuntimeError
+    assert model.training
+    with evaluating(model.eval()):
+        pass
+    assert not model.training

@@ -53,13 +53,13 @@ def test_a_few_steps_on_one_batch_lower_its_loss(tiny_cfg):
     assert calc_loss_batch(x, y, model).item() < before - 1.0
 
 
-def test_train_model_records_history_and_loss_falls(loaders):
+def test_train_model_records_history_and_loss_falls(loaders, capsys):
     torch.manual_seed(123)
     model = GPTModel(SMALL)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
-    samples = []
     h = train_model(model, *loaders, opt, num_epochs=2, eval_freq=5, eval_iter=2, start_context="The clock",
-                    tokenizer=get_tokenizer(), progress=False, print_fn=samples.append, sample_tokens=5)
+                    tokenizer=get_tokenizer(), progress=False, sample_tokens=5)
+    samples = capsys.readouterr().out.splitlines()
     steps_per_epoch = len(loaders[0])
     assert h.step == 2 * steps_per_epoch == len(h.learning_rates)
     assert h.steps == list(range(5, h.step + 1, 5))
@@ -93,12 +93,17 @@ def test_schedule_and_clipping_are_applied(loaders):
     assert h.learning_rates[-1] < 1e-3
 
 
-def test_evaluation_leaves_mode_and_random_state_alone(loaders):
+def test_evaluation_iterates_the_loaders_as_the_book_does(loaders):
     model = GPTModel(SMALL).train()
-    state = torch.get_rng_state()
-    a = evaluate_model(model, *loaders, eval_iter=2)
-    assert torch.equal(state, torch.get_rng_state()) and model.training
-    assert a == evaluate_model(model, *loaders, eval_iter=2)
+    train, val = loaders
+    a = evaluate_model(model, train, val, eval_iter=2)
+    assert model.training  # left as it was
+    with torch.no_grad():
+        model.eval()
+        first_two = [calc_loss_batch(x, y, model).item() for x, y in list(val)[:2]]
+    assert a[1] == sum(first_two) / 2  # the first two batches of the (unshuffled) validation loader
+    # The shuffled training loader gives other batches at the next evaluation, as in the book.
+    assert evaluate_model(model, train, val, eval_iter=2)[0] != a[0]
 
 
 def _run(loaders, steps, history=None, model=None, opt=None):

@@ -1,4 +1,4 @@
-"""Render every conceptual diagram of gpt_from_scratch.diagrams to a PNG in docs/diagrams/.
+"""Render every conceptual diagram of gpt_from_scratch.classroom.diagrams to a PNG in docs/diagrams/.
 
     python tools/render_diagrams.py            # all of them
     python tools/render_diagrams.py block      # only those whose file name contains "block"
@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from gpt_from_scratch import GPT_CONFIG_124M  # noqa: E402
-from gpt_from_scratch import diagrams  # noqa: E402
+from gpt_from_scratch.classroom import diagrams  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "diagrams"
 

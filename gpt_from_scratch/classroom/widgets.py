@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from ..generate import generate, text_to_token_ids, token_ids_to_text, top_k_filter
+from ..generate import generate, sample_next_token, text_to_token_ids, token_ids_to_text, top_k_filter
+from ..model import evaluating
 
 
 def widgets_supported():
@@ -122,8 +123,9 @@ class AttentionExplorer:
         """Run ``model`` (a ``GPTModel``) once on ``prompt`` and keep each layer's attention weights.
 
         The weights are read with PyTorch forward hooks on each attention module's dropout, which
-        receives exactly the softmax output ``(batch, num_heads, T, T)``; in eval mode dropout passes
-        it on unchanged. A model built with ``use_sdpa=True`` never forms those weights (the fused
+        receives exactly the softmax output ``(batch, num_heads, T, T)`` (their one way out of
+        ``MultiHeadAttention.forward``, so the attention class needs no switch for the explorer); in
+        eval mode dropout passes it on unchanged. A model built with ``use_sdpa=True`` never forms those weights (the fused
         kernel keeps them internal), so for this one call its blocks use the explicit path. Hooks and
         switches are undone afterwards, so the model is left as it was.
         """
@@ -135,13 +137,11 @@ class AttentionExplorer:
 
         handles = [block.att.dropout.register_forward_hook(keep) for block in model.trf_blocks]
         sdpa_flags = [getattr(block.att, "use_sdpa", False) for block in model.trf_blocks]
-        was_training = model.training
-        model.eval()
         try:
             for block in model.trf_blocks:
                 if getattr(block.att, "use_sdpa", False):
                     block.att.use_sdpa = False
-            with torch.no_grad():
+            with evaluating(model), torch.no_grad():
                 model(idx)
         finally:
             for handle in handles:
@@ -149,7 +149,6 @@ class AttentionExplorer:
             for block, flag in zip(model.trf_blocks, sdpa_flags):
                 if flag:
                     block.att.use_sdpa = flag
-            model.train(was_training)
         if len(captured) != len(model.trf_blocks):
             raise RuntimeError(
                 f"captured attention weights from {len(captured)} of {len(model.trf_blocks)} layers: the explorer "
@@ -239,43 +238,52 @@ class GenerationPlayground:
         self.tokenizer = tokenizer
         self.context_size = context_size or model.cfg["context_length"]
 
+    def _last_logits(self, prompt):
+        """The model's logits for the token after ``prompt``: ``(1, vocab_size)``."""
+        idx = text_to_token_ids(prompt, self.tokenizer)[:, -self.context_size:]
+        with evaluating(self.model), torch.no_grad():
+            return self.model(idx)[:, -1, :]
+
     def next_token_distribution(self, prompt, temperature=1.0, top_k=None, n=10):
         """The ``n`` most likely next tokens after ``prompt`` as ``[(token, probability)]``, with the
         same temperature and top-k ``generate`` would use (temperature 0 shows temperature 1)."""
-        idx = text_to_token_ids(prompt, self.tokenizer)[:, -self.context_size:]
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            logits = self.model(idx)[0, -1]
-        self.model.train(was_training)
+        logits = self._last_logits(prompt)[0]
         if top_k is not None:
             logits = top_k_filter(logits, top_k)
         probs = torch.softmax(logits / (temperature if temperature > 0 else 1.0), dim=-1)
         top = torch.topk(probs, min(n, probs.numel()))
         return [(self.tokenizer.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
+    def next_token(self, prompt, temperature=1.0, top_k=None, seed=123):
+        """The token ``generate`` picks first after ``prompt`` with these settings and ``seed``: the same
+        ``sample_next_token`` call on the same logits with the same generator."""
+        generator = torch.Generator().manual_seed(seed)
+        return self.tokenizer.decode(sample_next_token(self._last_logits(prompt), temperature, top_k, generator)[0].tolist())
+
     def run(self, prompt, temperature=1.0, top_k=None, max_new_tokens=20, seed=123):
         """Generate: returns the prompt and its continuation as text."""
-        was_training = self.model.training
-        self.model.eval()
         idx = text_to_token_ids(prompt, self.tokenizer)
-        out = generate(self.model, idx, max_new_tokens, self.context_size, temperature=temperature, top_k=top_k,
-                       seed=seed)
-        self.model.train(was_training)
+        with evaluating(self.model):
+            out = generate(self.model, idx, max_new_tokens, self.context_size, temperature=temperature, top_k=top_k,
+                           seed=seed)
         return token_ids_to_text(out, self.tokenizer)
 
-    def figure(self, prompt, temperature=1.0, top_k=None):
-        """Bar chart of the next-token distribution after ``prompt``.
+    def figure(self, prompt, temperature=1.0, top_k=None, seed=None):
+        """Bar chart of the next-token distribution after ``prompt``; with ``seed``, the token picked
+        with that seed (the first of ``run``'s continuation) in orange.
 
         The axis runs from 0 to a little past the largest probability shown, not to 1: an untrained
         model's top tokens have about 1e-4 each, invisible on a 0..1 axis. The label says so."""
         pairs = self.next_token_distribution(prompt, temperature, top_k)
+        picked = None if seed is None else self.next_token(prompt, temperature, top_k, seed)
         fig, ax = plt.subplots(figsize=(6, 3.2))
         labels = [repr(t) for t, _ in pairs][::-1]
         probs = [p for _, p in pairs][::-1]
         largest = max(probs)
-        ax.barh(labels, probs, color="tab:blue")
-        ax.set_xlabel(f"probability (axis up to the largest shown, {100 * largest:.3g}%)")
+        colors = ["tab:orange" if t == picked else "tab:blue" for t, _ in pairs][::-1]
+        ax.barh(labels, probs, color=colors)
+        xlabel = f"probability (axis up to the largest shown, {100 * largest:.3g}%)"
+        ax.set_xlabel(xlabel if picked is None else f"{xlabel}\norange: picked with seed {seed}: {picked!r}")
         ax.set_xlim(0, largest * 1.05 if largest > 0 else 1)
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.xaxis.set_major_formatter(PercentFormatter(xmax=1))  # 0.005% rather than 5e-05
@@ -309,7 +317,7 @@ class GenerationPlayground:
             k = top_k.value or None
             continuation = self.run(text.value, temperature.value, k, length.value, seed.value)
             generated.value = f"<pre style='white-space: pre-wrap'>{html.escape(continuation)}</pre>"
-            _set_picture(picture, self.figure(text.value, temperature.value, k))
+            _set_picture(picture, self.figure(text.value, temperature.value, k, seed.value))
 
         for control in (text, temperature, top_k, length, seed):
             control.observe(redraw, names="value")
@@ -324,4 +332,4 @@ class GenerationPlayground:
             _display(self.widget(prompt, temperature, top_k, max_new_tokens, seed))
         else:
             print(self.run(prompt, temperature, top_k, max_new_tokens, seed))
-            _show_static(self.figure(prompt, temperature, top_k))
+            _show_static(self.figure(prompt, temperature, top_k, seed))

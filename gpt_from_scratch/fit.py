@@ -1,5 +1,8 @@
 """The full training loop: ``train_model``, for runs longer than a notebook cell.
 
+(Named ``fit`` rather than ``trainer`` so that it does not read as ``train.py``, which holds the
+book's loss functions and its simple loop.)
+
 Nothing here is specific to GPT: it trains any model whose loss ``calc_loss_batch`` computes. The loop
 at its heart is ``train.train_model_simple``'s (zero the gradients, forward, loss, backward, step,
 evaluate every ``eval_freq`` steps, a sample at the end of each epoch). Around it, ``train_model``
@@ -21,13 +24,13 @@ adds what a real run needs:
 
 import contextlib
 import math
-from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import History
 from .checks import number, positive_int
-from .devices import autocast, grad_scaler, resolve_device, resolve_precision
+from .devices import autocast, grad_scaler, resolve_precision
 from .distributed import current_world, mean_over_processes
 from .train import calc_loss_batch, evaluate_model, generate_sample
 
@@ -45,25 +48,10 @@ def lr_at_step(step, peak_lr, total_steps, warmup_steps=0, min_lr=0.0, cosine=Fa
     return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-@dataclass
-class History:
-    """What ``train_model`` records: at each evaluation, the step, the tokens seen so far and both losses."""
-
-    steps: list = field(default_factory=list)
-    tokens_seen: list = field(default_factory=list)
-    train_losses: list = field(default_factory=list)
-    val_losses: list = field(default_factory=list)
-    learning_rates: list = field(default_factory=list)  # one per optimizer step
-    samples: list = field(default_factory=list)  # one per epoch
-    total_tokens: int = 0  # tokens trained on so far
-    step: int = 0  # optimizer steps taken so far
-
-
-def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_epochs=1, eval_freq=5,
-                eval_iter=5, start_context=None, tokenizer=None, *, max_steps=None, grad_clip=None,
-                warmup_steps=0, cosine_decay=False, min_lr=0.0, seed=None, history=None,
-                progress=True, print_fn=print, log_evals=False, sample_tokens=50, precision="fp32",
-                grad_accum=1):
+def train_model(model, train_loader, val_loader, optimizer, num_epochs=1, eval_freq=5, eval_iter=5,
+                start_context=None, tokenizer=None, *, max_steps=None, grad_clip=None, warmup_steps=0,
+                cosine_decay=False, min_lr=0.0, seed=None, history=None, progress=True, log_evals=False,
+                sample_tokens=50, precision="fp32", grad_accum=1):
     """Train ``model`` and return a :class:`History` of its losses.
 
     The loop runs ``num_epochs`` passes over ``train_loader`` (or stops after ``max_steps`` optimizer
@@ -83,11 +71,10 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
     and random state and pass its ``history``: training continues at ``history.step`` (the batches
     before it are skipped) and the losses continue as in an uninterrupted run.
 
-    ``progress`` shows a tqdm bar (a widget in notebooks); ``log_evals`` also prints each evaluation
-    with ``print_fn``.
+    ``progress`` shows a tqdm bar (a widget in notebooks); ``log_evals`` also prints each evaluation.
 
-    Hardware: ``device`` ("auto", "cpu", "cuda", "mps", ...) must be where the model's weights already
-    are (move the model before creating the optimizer). ``precision`` is "fp32", "bf16" or "fp16"
+    Hardware: the batches go to the device the model's weights are on (move the model there before
+    creating its optimizer). ``precision`` is "fp32", "bf16" or "fp16"
     (see ``devices.resolve_precision``). ``grad_accum=K`` makes each optimizer step from K batches of
     the loader (each loss divided by K, so the gradient is that of their mean).
 
@@ -101,13 +88,9 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
     positive_int("eval_iter", eval_iter)
     positive_int("max_steps", max_steps, allow_none=True)
     positive_int("grad_accum", grad_accum)
-    device = resolve_device(device)
-    precision = resolve_precision(precision, device)
     raw_model = getattr(model, "module", model)  # the model inside a DistributedDataParallel wrapper
-    weights_on = next(raw_model.parameters()).device
-    if weights_on.type != device.type or (device.index is not None and weights_on != device):
-        raise ValueError(f"the model's weights are on {weights_on} but device is {device}: move the model "
-                         "with model.to(device) before creating its optimizer")
+    device = next(raw_model.parameters()).device
+    precision = resolve_precision(precision, device)
     if grad_clip is not None:
         number("grad_clip", grad_clip, low=0, low_open=True)
     if start_context is not None and tokenizer is None:
@@ -129,7 +112,7 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
     scaler = grad_scaler(device, precision)
     start_step = step = history.step
     bar = tqdm(total=total_steps, initial=start_step, desc="training", disable=not progress or not world.is_main)
-    say = print_fn if world.is_main else (lambda *_: None)
+    say = print if world.is_main else (lambda *_: None)
 
     model.train()
     for epoch in range(start_step // steps_per_epoch, num_epochs):
@@ -153,11 +136,7 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
             bar.update(1)
 
             if step % eval_freq == 0:
-                with autocast(device, precision):
-                    # The model without its DDP wrapper: each process evaluates its own share of
-                    # the batches, then the losses are averaged over the processes.
-                    losses = evaluate_model(raw_model, train_loader, val_loader, device, eval_iter)
-                train_loss, val_loss = mean_over_processes(losses, device)
+                train_loss, val_loss = _evaluate(raw_model, train_loader, val_loader, device, eval_iter, precision)
                 history.steps.append(step)
                 history.tokens_seen.append(history.total_tokens)
                 history.train_losses.append(train_loss)
@@ -174,6 +153,23 @@ def train_model(model, train_loader, val_loader, optimizer, device="cpu", num_ep
             break
     bar.close()
     return history
+
+
+def _evaluate(model, train_loader, val_loader, device, eval_iter, precision):
+    """``evaluate_model`` (the book's: the first ``eval_iter`` batches of each loader), leaving the
+    training loader's generator as it was, so that where a run evaluates does not change what it draws
+    next and a resumed run, which evaluates only after the checkpoint, continues exactly.
+
+    ``model`` is the one without its DDP wrapper: each process evaluates its own share of the batches
+    (the same number everywhere: the samplers pad), then the losses are averaged over the processes.
+    """
+    generator = getattr(train_loader, "generator", None)
+    state = None if generator is None else generator.get_state()
+    with autocast(device, precision):
+        losses = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+    if generator is not None:
+        generator.set_state(state)
+    return mean_over_processes(losses, device)
 
 
 def _optimizer_step(model, micro_batches, optimizer, scaler, device, precision, grad_clip):

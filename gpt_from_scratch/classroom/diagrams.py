@@ -2,7 +2,7 @@
 
 Every function returns a matplotlib ``Figure``; in a notebook, call it and end the cell with
 ``plt.show()``. Importing this module imports matplotlib, so the package's ``__init__`` does not: a
-notebook asks for it explicitly (``from gpt_from_scratch.diagrams import draw_transformer_block``).
+notebook asks for it explicitly (``from gpt_from_scratch.classroom.diagrams import draw_transformer_block``).
 
 One visual vocabulary for all diagrams, in the colour-blind-safe Okabe-Ito palette, with the shape of
 each box saying the same as its colour (so the figure also reads in grey):
@@ -22,8 +22,6 @@ Each figure is laid out in inches (one axis unit = one inch, font sizes in point
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
-from . import checks
-from .config import validate_config
 
 __all__ = [
     "PALETTE",
@@ -145,11 +143,6 @@ def _shape(*dims):
     return "(" + ", ".join(str(d) for d in dims) + (",)" if len(dims) == 1 else ")")
 
 
-def _config(cfg):
-    validate_config(cfg)
-    return cfg
-
-
 # ----------------------------------------------------------------------------------------------------
 # 01 · Tokens and embeddings
 
@@ -162,19 +155,11 @@ def draw_token_pipeline(text="Every effort moves you forward", max_length=4, emb
     shows a batch of ``batch_size`` windows embedded in ``emb_dim`` dimensions, with a position table of
     ``max_length`` rows (the context length of notebook 01).
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
-    checks.int_in_range("max_length", max_length, 1, 8, "at most 8 ids fit in one row of the figure")
-    checks.positive_int("emb_dim", emb_dim)
-    checks.positive_int("batch_size", batch_size)
     if tokenizer is None:
-        from .tokenizer import get_tokenizer
+        from ..tokenizer import get_tokenizer
 
         tokenizer = get_tokenizer()
     ids = tokenizer.encode(text)
-    if len(ids) < max_length + 1:
-        raise ValueError(f"text must give at least max_length + 1 = {max_length + 1} tokens for one (input, "
-                         f"target) pair, got {len(ids)} from {text!r}")
     ids = ids[: max_length + 1]
     pieces = [tokenizer.decode([i]).replace(" ", "\u2423") for i in ids]  # ␣ makes a leading space visible
     vocab_size = getattr(tokenizer, "n_vocab", None) or "vocab_size"
@@ -256,15 +241,6 @@ def draw_token_pipeline(text="Every effort moves you forward", max_length=4, emb
 # ----------------------------------------------------------------------------------------------------
 # 02 · Causal multi-head attention
 
-def _tokens(tokens, name="tokens", low=2, high=10):
-    if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
-        raise TypeError(f"{name} must be a list of strings, got {tokens!r}")
-    tokens = list(tokens)
-    if not low <= len(tokens) <= high:
-        raise ValueError(f"{name} must hold between {low} and {high} tokens to fit the figure, got {len(tokens)}")
-    return tokens
-
-
 def draw_attention_one_query(tokens=("Your", "journey", "starts", "with", "one", "step"), query=1, d_in=3,
                              d_out=2, weights=None):
     """One query's attention: scores against every key, softmax, weighted sum of the values.
@@ -274,15 +250,10 @@ def draw_attention_one_query(tokens=("Your", "journey", "starts", "with", "one",
     (optional, one number per token, summing to 1) draws the attention weights as bars with their values.
     The labels count tokens from 1, as the formulas do.
     """
-    tokens = _tokens(tokens)
+    tokens = list(tokens)
     T = len(tokens)
-    checks.int_in_range("query", query, 0, T - 1, "an index into tokens")
-    checks.positive_int("d_in", d_in)
-    checks.positive_int("d_out", d_out)
     if weights is not None:
         weights = [float(w) for w in (weights.tolist() if hasattr(weights, "tolist") else weights)]
-        if len(weights) != T or any(not 0 <= w <= 1 for w in weights) or abs(sum(weights) - 1) > 1e-3:
-            raise ValueError(f"weights must be {T} numbers in [0, 1] that sum to 1 (one per token), got {weights}")
     qn = query + 1                                # the formulas count from 1
 
     row_h = 0.5
@@ -364,7 +335,7 @@ def draw_causal_mask(tokens=("Your", "journey", "starts", "with", "one", "step")
 
     ``tokens``: the words (2 to 10), used as row (query) and column (key) labels.
     """
-    tokens = _tokens(tokens)
+    tokens = list(tokens)
     T = len(tokens)
     cell = min(0.5, 3.4 / T)
     grid = cell * T
@@ -411,13 +382,6 @@ def draw_multihead_split(d_out=4, num_heads=2, batch_size=None, num_tokens=None)
     letters ``b``/``t`` in the shapes. Up to 12 heads are drawn one by one; beyond that, the middle ones are
     summarised as "…".
     """
-    checks.positive_int("d_out", d_out)
-    checks.positive_int("num_heads", num_heads)
-    checks.positive_int("batch_size", batch_size, allow_none=True)
-    checks.positive_int("num_tokens", num_tokens, allow_none=True)
-    if d_out % num_heads:
-        raise ValueError(f"d_out = {d_out} must be divisible by num_heads = {num_heads}: each head gets "
-                         "d_out / num_heads dimensions")
     hd = d_out // num_heads
     b, t = _dim(batch_size, "b"), _dim(num_tokens, "t")
     shown = list(range(num_heads)) if num_heads <= 12 else [0, 1, 2, 3, 4, None, num_heads - 2, num_heads - 1]
@@ -486,11 +450,6 @@ def draw_gpt_model(cfg, batch_size=None, num_tokens=None, placeholder=False):
     ``num_tokens`` (optional) replace ``b`` and ``t``; ``placeholder=True`` draws notebook 03's
     ``DummyGPTModel``, whose blocks and final norm return their input (dashed).
     """
-    cfg = _config(cfg)
-    checks.positive_int("batch_size", batch_size, allow_none=True)
-    checks.positive_int("num_tokens", num_tokens, allow_none=True)
-    if not isinstance(placeholder, bool):
-        raise TypeError(f"placeholder must be True or False, got {placeholder!r}")
     b, t = _dim(batch_size, "b"), _dim(num_tokens, "t")
     d, V, L = cfg["emb_dim"], cfg["vocab_size"], cfg["n_layers"]
 
@@ -559,9 +518,6 @@ def draw_transformer_block(cfg, batch_size=None, num_tokens=None):
     ``x = x + dropout(att(norm1(x)))`` then ``x = x + dropout(ff(norm2(x)))``. ``cfg`` gives the width,
     the heads and the dropout rate; ``batch_size``/``num_tokens`` (optional) replace ``b``/``t``.
     """
-    cfg = _config(cfg)
-    checks.positive_int("batch_size", batch_size, allow_none=True)
-    checks.positive_int("num_tokens", num_tokens, allow_none=True)
     b, t = _dim(batch_size, "b"), _dim(num_tokens, "t")
     d, nh, p = cfg["emb_dim"], cfg["n_heads"], cfg["drop_rate"]
     shape = _shape(b, t, d)
@@ -621,9 +577,6 @@ def draw_generation_loop(context_size=1024, vocab_size=50257, max_new_tokens=Non
     ``context_size`` and ``vocab_size`` label the shapes; ``max_new_tokens`` (optional) the loop count.
     ``b`` is the batch, ``n`` the length of the sequence so far.
     """
-    checks.positive_int("context_size", context_size)
-    checks.positive_int("vocab_size", vocab_size)
-    checks.non_negative_int("max_new_tokens", max_new_tokens, allow_none=True)
     W, H = 9.8, 5.0
     fig, ax = _canvas(W, H, "Greedy generation: one new token per turn of the loop")
     top, bottom = 3.55, 1.45
@@ -663,10 +616,6 @@ def draw_training_loop(batch_size=8, context_length=32, vocab_size=50257, eval_f
     ``batch_size``, ``context_length`` and ``vocab_size`` label the shapes; ``eval_freq`` (optional) says
     how often ``evaluate_model`` runs.
     """
-    checks.positive_int("batch_size", batch_size)
-    checks.positive_int("context_length", context_length)
-    checks.positive_int("vocab_size", vocab_size)
-    checks.positive_int("eval_freq", eval_freq, allow_none=True)
     b, t, V = batch_size, context_length, vocab_size
     W, H = 9.8, 6.3
     fig, ax = _canvas(W, H, "One training step, repeated for every batch")
@@ -723,8 +672,6 @@ def draw_kv_cache(cfg, cached_tokens=4):
     grows with ``torch.cat`` holds the same numbers). ``cfg`` gives the sizes (and the memory the cache
     takes per token); ``cached_tokens`` (1 to 10) is how many tokens are already in the cache.
     """
-    cfg = _config(cfg)
-    checks.int_in_range("cached_tokens", cached_tokens, 1, 10, "the figure draws one column per token")
     d, nh, L = cfg["emb_dim"], cfg["n_heads"], cfg["n_layers"]
     hd = d // nh
     n = cached_tokens
@@ -796,7 +743,6 @@ def draw_gpt2_weight_mapping(cfg):
 
     ``cfg`` gives the width ``d`` (768 for GPT-2 small), so the shapes are those of that model.
     """
-    cfg = _config(cfg)
     d = cfg["emb_dim"]
     W, H = 9.8, 7.4
     fig, ax = _canvas(W, H, "GPT-2's checkpoint (Conv1D, fused c_attn) → our layers")
