@@ -583,13 +583,13 @@ def test_config_from_shapes():
 def test_config_from_shapes_loophole_package_helper():
     # The package's private helper reads a config off the shapes too, but only for GPT-2's four widths:
     # the checker also asks about widths such as 256, where it raises.
-    from gpt_from_scratch import weights
+    from gpt_from_scratch import pretrained
 
     class Shapes(dict):
         def shape(self, key):
             return self[key]
 
-    fails(ex.check_config_from_shapes, lambda s: weights._config_from_shapes(Shapes(s), "file", hub_layout=True),
+    fails(ex.check_config_from_shapes, lambda s: pretrained._config_from_shapes(Shapes(s), "file", hub_layout=True),
           "raised ValueError")
 
 

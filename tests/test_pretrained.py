@@ -368,7 +368,7 @@ def test_cli_needs_exactly_one_source_of_weights(capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["generate", *args, "--prompt", "Hi"])
         assert exit_.value.code == 2
-    assert "one of the arguments --checkpoint --pretrained --weights is required" in capsys.readouterr().err
+    assert "one of the arguments --checkpoint --pretrained --weights --model is required" in capsys.readouterr().err
 
 
 def test_importing_the_package_loads_neither_safetensors_nor_huggingface_hub():
