@@ -17,6 +17,10 @@ from . import checks
 QUIT_COMMANDS = ("/quit", "/exit")
 
 
+class MessageTooLong(ValueError):
+    """A message that does not fit the context even alone: the chat says so and goes on."""
+
+
 def next_token(logits, temperature=0.0, top_k=None, generator=None):
     """Pick the next token from the last position's ``logits`` ``(batch, vocab_size)`` -> ``(batch, 1)``.
 
@@ -32,7 +36,6 @@ def next_token(logits, temperature=0.0, top_k=None, generator=None):
     return torch.multinomial(probs.cpu(), num_samples=1, generator=generator).to(logits.device)
 
 
-@torch.no_grad()
 def stream_tokens(model, prompt_ids, max_new_tokens, *, temperature=0.0, top_k=None, generator=None,
                   eos_id=None, kv_cache=None):
     """Yield up to ``max_new_tokens`` token ids (ints) continuing ``prompt_ids`` (a list of ints).
@@ -41,11 +44,27 @@ def stream_tokens(model, prompt_ids, max_new_tokens, *, temperature=0.0, top_k=N
     ``kv_cache[0].length`` tokens of ``prompt_ids`` (the earlier turns of a chat); only the rest is
     run. The cache must have room for the prompt and the new tokens. Stops after yielding ``eos_id``
     (it is yielded, so the caller sees why the answer ended, but not fed to the model).
+
+    The arguments are checked here, when it is called, not at the first token: this function returns
+    the generator.
     """
     checks.non_negative_int("max_new_tokens", max_new_tokens)
+    prompt_ids = list(prompt_ids)
+    if not prompt_ids:
+        raise ValueError("prompt_ids must hold at least one token (the model needs a position to continue from)")
+    context = model.cfg["context_length"]
+    if len(prompt_ids) + max_new_tokens > context:
+        raise ValueError(f"{len(prompt_ids)} prompt tokens + max_new_tokens={max_new_tokens} = "
+                         f"{len(prompt_ids) + max_new_tokens} exceed the model's context_length, {context}")
+    return _stream(model, prompt_ids, max_new_tokens, temperature, top_k, generator, eos_id, kv_cache)
+
+
+@torch.no_grad()
+def _stream(model, prompt_ids, max_new_tokens, temperature, top_k, generator, eos_id, kv_cache):
     cache = model.new_kv_cache(1, len(prompt_ids) + max_new_tokens) if kv_cache is None else kv_cache
     device = model.tok_emb.weight.device
-    new = torch.tensor([prompt_ids[cache[0].length:]], device=device)  # (1, tokens not yet in the cache)
+    # (1, tokens not yet in the cache); dtype given, or [[]] would become a float tensor
+    new = torch.tensor([prompt_ids[cache[0].length:]], dtype=torch.long, device=device)
     for step in range(max_new_tokens):
         logits = model(new, kv_cache=cache, last_only=True)[:, -1, :]  # (1, vocab_size)
         token = next_token(logits, temperature, top_k, generator)  # (1, 1)
@@ -60,14 +79,21 @@ class ChatSession:
 
     ``session.reply(text, on_text=print_piece)`` adds the user's message, generates the answer (calling
     ``on_text`` with each new piece of text as it is decoded), adds it to ``session.messages`` and
-    returns it. ``system``: the system prompt (None: the template's default).
+    returns it. If anything fails on the way (a message too long, Ctrl-C in the middle of an answer),
+    ``messages`` is left as it was before the call. ``system``: the system prompt (None: the
+    template's default). ``max_new_tokens`` must be less than the model's context length, so that a
+    prompt has room.
     """
 
     def __init__(self, model, tokenizer, system=None, temperature=0.0, top_k=None, max_new_tokens=256, seed=None):
         checks.number("temperature", temperature, low=0, what="0 = greedy")
         if top_k is not None:
             checks.int_in_range("top_k", top_k, 1, model.cfg["vocab_size"], "the vocabulary size")
-        checks.positive_int("max_new_tokens", max_new_tokens)
+        context = model.cfg["context_length"]
+        checks.int_in_range("max_new_tokens", max_new_tokens, 1, context - 1,
+                            f"less than the model's context_length, {context}")
+        if system is not None and not isinstance(system, str):
+            raise TypeError(f"system must be a str or None, got {type(system).__name__}")
         self.model, self.tokenizer = model, tokenizer
         self.temperature, self.top_k, self.max_new_tokens = temperature, top_k, max_new_tokens
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -80,17 +106,31 @@ class ChatSession:
         first = 1 if self.messages[0]["role"] == "system" else 0
         alone = self.tokenizer.apply_chat_template(self.messages[:first] + self.messages[-1:])
         if len(alone) > limit:  # refused before anything is forgotten
-            self.messages.pop()
-            raise ValueError(f"the message is {len(alone)} tokens long with the chat template; at most {limit} "
-                             f"fit with max_new_tokens={self.max_new_tokens}")
+            raise MessageTooLong(f"the message is {len(alone)} tokens long with the chat template; at most {limit} "
+                                 f"fit with max_new_tokens={self.max_new_tokens}")
         while True:
             ids = self.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True)
-            if len(ids) <= limit:
+            if len(ids) <= limit:  # true at the latest when only the system prompt and the last message are left
                 return ids
-            del self.messages[first:first + 2]  # forget the oldest question and its answer
+            # Forget the oldest question and its answer; never the last message (the one being answered),
+            # even if the messages are not in user/assistant pairs.
+            drop = 2 if len(self.messages) - first > 2 and self.messages[first + 1]["role"] == "assistant" else 1
+            del self.messages[first:first + drop]
 
     def reply(self, text, on_text=None):
+        if not isinstance(text, str):  # checked before it is kept: a bad message must not stay in the chat
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        before = list(self.messages)
         self.messages.append({"role": "user", "content": text})
+        try:
+            return self._answer(on_text)
+        except BaseException:  # also KeyboardInterrupt: a chat in a notebook goes on after Ctrl-C
+            # The conversation as it was (no question without its answer, nothing forgotten). The cache
+            # needs nothing: _cached_ids holds only tokens that are still valid in it.
+            self.messages[:] = before
+            raise
+
+    def _answer(self, on_text):
         ids = self._prompt_ids()
         self._prepare_cache(ids)
         yielded, answer_ids, shown = [], [], ""
@@ -164,7 +204,7 @@ def run_chat(session, stdin=None, stdout=None, interactive=None):
             continue
         try:
             session.reply(text, on_text=show)
-        except ValueError as err:  # a message longer than the context: say so, keep chatting
+        except MessageTooLong as err:  # say so and keep chatting; any other error is a bug: let it show
             show(f"[{err}]")
         show("\n")
 
@@ -177,6 +217,8 @@ def load_chat_model(weights=None):
 
     from .smollm2 import load_smollm2, load_smollm2_tokenizer
 
+    if weights is not None and Path(weights).is_dir():
+        raise ValueError(f"--weights: {weights} is a directory, not a GGUF file")
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights: no such file: {weights}")
     return load_smollm2(weights), load_smollm2_tokenizer(weights)

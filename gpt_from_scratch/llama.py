@@ -90,10 +90,10 @@ class RMSNorm(nn.Module):
     """Divide each vector by its root mean square, then scale: ``(..., emb_dim) -> (..., emb_dim)``.
 
     ``y = x / sqrt(mean(x^2) + eps) * weight``. LayerNorm also subtracts the mean and adds a shift;
-    dropping both costs nothing in quality (the next layer can absorb a shift) and saves a reduction
-    per vector. Same computation as ``torch.nn.RMSNorm`` (parameter name ``weight`` as there).
-    The mean of squares is taken in float32 whatever the input's dtype, as transformers does, so a
-    bf16 model normalises as precisely as an fp32 one.
+    models trained with RMSNorm instead reach comparable quality (the next layer can absorb a shift),
+    and it saves a reduction per vector. Same computation as ``torch.nn.RMSNorm`` (parameter name
+    ``weight`` as there). The mean of squares is taken in float32 whatever the input's dtype, as
+    transformers does, so a bf16 model normalises as precisely as an fp32 one.
     """
 
     def __init__(self, emb_dim, eps=1e-5):

@@ -133,7 +133,9 @@ def gguf_llama_config(reader, path="the file"):
     scaling = gguf_field(reader, "llama.rope.scaling.type", "none")
     if scaling not in ("none", None):
         raise GGUFError(f"{path}: RoPE scaling {scaling!r} is not supported")
-    embedding = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    embedding = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if embedding is None:  # every Llama has one (the head may be tied to it); the vocabulary size is read from it
+        raise GGUFError(f"{path} lacks the tensor token_embd.weight (the token embedding)")
     cfg = {
         "vocab_size": int(gguf_field(reader, "llama.vocab_size", int(embedding.shape[1]))),
         "context_length": int(get("context_length")),
@@ -214,9 +216,10 @@ def load_llama_gguf(path, dtype=torch.float32, use_sdpa=True):
     """A :class:`LlamaModel` in eval mode with the weights of a Llama-architecture GGUF file.
 
     The config comes from the file's metadata. The model is built on PyTorch's ``meta`` device (shapes,
-    no memory, no random initialisation) and each dequantized tensor becomes its parameter as it is
-    read (``load_state_dict(assign=True)``), so the peak memory is about the fp32 model plus the file's
-    pages and one tensor in flight.
+    no memory, no random initialisation). The tensors are dequantized one at a time, checked and
+    collected in a state dict; once all are there, ``load_state_dict(assign=True)`` makes those same
+    tensors the parameters, without a copy. So the peak memory is about the fp32 model (the state
+    dict) plus the file's pages and the temporaries of one tensor being dequantized.
 
     Errors, each one line: a missing file (``FileNotFoundError``), not a GGUF or truncated, another
     architecture, a tensor type ``gguf`` cannot dequantize, missing or misshapen tensors (``GGUFError``).
@@ -259,7 +262,7 @@ def _finish(model, state, cfg):
 def llama_config_from_hf(hf_config):
     """A ``LlamaModel`` config from a transformers ``LlamaConfig`` (only plain RoPE: no scaling)."""
     rope = getattr(hf_config, "rope_parameters", None) or {}
-    rope_type = rope.get("rope_type", "default")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))  # "type": the older name of the key
     if rope_type != "default":
         raise ValueError(f"RoPE type {rope_type!r} is not supported (LlamaModel implements the plain RoPE)")
     theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
@@ -331,8 +334,12 @@ def load_llama_safetensors(path, dtype=torch.float32, use_sdpa=True):
     hub = json.loads(config_file.read_text(encoding="utf-8"))
     if hub.get("model_type") != "llama":
         raise ValueError(f"{config_file}: model_type {hub.get('model_type')!r} is not 'llama'")
-    hub.setdefault("rope_parameters", {"rope_type": (hub.get("rope_scaling") or {}).get("rope_type", "default"),
-                                       "rope_theta": hub.get("rope_theta", 10000.0)})
+    scaling = hub.get("rope_scaling")  # older files; the key inside was "type" before "rope_type"
+    if scaling is not None and (not isinstance(scaling, dict)
+                                or scaling.get("rope_type", scaling.get("type")) != "default"):
+        raise ValueError(f"{config_file}: rope_scaling {scaling!r} is not supported (LlamaModel implements the "
+                         "plain RoPE)")
+    hub.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": hub.get("rope_theta", 10000.0)})
     hub.setdefault("num_key_value_heads", hub["num_attention_heads"])
     hub.setdefault("tie_word_embeddings", False)
     cfg = llama_config_from_hf(SimpleNamespace(**hub))

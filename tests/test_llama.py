@@ -187,10 +187,10 @@ HF_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_
               "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
 
 
-def write_gguf(path, hf, arch="llama", quantize=None, truncate=0):
+def write_gguf(path, hf, arch="llama", quantize=None, truncate=0, drop=()):
     """Write ``hf``'s weights as llama.cpp's converter does: q/k permuted, names and metadata of GGUF.
 
-    ``quantize``: {gguf tensor name: quantization type}; other tensors are F32.
+    ``quantize``: {gguf tensor name: quantization type}; other tensors are F32. ``drop``: names left out.
     """
     quantize = quantize or {}
     c = hf.config
@@ -225,6 +225,8 @@ def write_gguf(path, hf, arch="llama", quantize=None, truncate=0):
                 value = permute_qk(value, c.num_attention_heads)
             elif module == "self_attn.k_proj":
                 value = permute_qk(value, c.num_key_value_heads)
+        if gname in drop:
+            continue
         qtype = quantize.get(gname)
         if qtype is None:
             writer.add_tensor(gname, np.ascontiguousarray(value))
@@ -276,6 +278,8 @@ def test_gguf_errors_are_one_line(tmp_path):
                                                                         "which the gguf package .* cannot dequantize"),
         "cut.gguf": (dict(truncate=1000), "is truncated or damaged .*; fetch it again"),
         "cut_little.gguf": (dict(truncate=10), "is truncated or damaged"),
+        "no_embd.gguf": (dict(drop={"token_embd.weight"}), "no_embd.gguf lacks the tensor token_embd.weight"),
+        "no_norm.gguf": (dict(drop={"blk.1.ffn_norm.weight"}), "lacks 1 tensor\\(s\\), e.g. trf_blocks.1.norm2.weight"),
     }
     for name, (kwargs, message) in cases.items():
         path = write_gguf(tmp_path / name, hf, **kwargs)
@@ -328,3 +332,23 @@ def test_hub_weights_offline_fail_fast_in_one_line(tmp_path):
     assert len(lines) == 1, proc.stdout + proc.stderr
     assert lines[0].startswith("cannot get model.safetensors of HuggingFaceTB/SmolLM2-135M-Instruct from the "
                                "Hugging Face Hub (offline mode is on: HF_HUB_OFFLINE=1)")
+
+
+@pytest.mark.parametrize("scaling", [{"type": "linear", "factor": 2.0}, {"rope_type": "llama3", "factor": 8.0},
+                                     {"factor": 2.0}])
+def test_rope_scaling_in_config_json_is_refused(tmp_path, scaling):
+    import json
+
+    from gpt_from_scratch.llama_weights import load_llama_safetensors
+
+    tiny_hf().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["rope_scaling"] = scaling
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json: rope_scaling .* is not supported \\(LlamaModel implements "
+                                         "the plain RoPE\\)") as err:
+        load_llama_safetensors(tmp_path)
+    assert "\n" not in str(err.value) and repr(scaling) in str(err.value)
+    config["rope_scaling"] = {"rope_type": "default"}  # plain RoPE, said explicitly: fine
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert load_llama_safetensors(tmp_path).cfg["context_length"] == 64

