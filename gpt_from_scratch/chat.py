@@ -13,27 +13,13 @@ import sys
 import torch
 
 from . import checks
+from .generate import sample_next_token
 
 QUIT_COMMANDS = ("/quit", "/exit")
 
 
 class MessageTooLong(ValueError):
     """A message that does not fit the context even alone: the chat says so and goes on."""
-
-
-def next_token(logits, temperature=0.0, top_k=None, generator=None):
-    """Pick the next token from the last position's ``logits`` ``(batch, vocab_size)`` -> ``(batch, 1)``.
-
-    ``temperature=0``: greedy (argmax); otherwise keep the ``top_k`` largest logits (if given), divide
-    by ``temperature`` and sample from the softmax with ``generator``. The same rule as ``generate``.
-    """
-    if temperature == 0:
-        return torch.argmax(logits, dim=-1, keepdim=True)
-    if top_k is not None:
-        kth = torch.topk(logits, top_k).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, -torch.inf)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    return torch.multinomial(probs.cpu(), num_samples=1, generator=generator).to(logits.device)
 
 
 def stream_tokens(model, prompt_ids, max_new_tokens, *, temperature=0.0, top_k=None, generator=None,
@@ -67,7 +53,7 @@ def _stream(model, prompt_ids, max_new_tokens, temperature, top_k, generator, eo
     new = torch.tensor([prompt_ids[cache[0].length:]], dtype=torch.long, device=device)
     for step in range(max_new_tokens):
         logits = model(new, kv_cache=cache, last_only=True)[:, -1, :]  # (1, vocab_size)
-        token = next_token(logits, temperature, top_k, generator)  # (1, 1)
+        token = sample_next_token(logits, temperature, top_k, generator)  # (1, 1), the rule generate uses
         yield int(token)
         if int(token) == eos_id or step == max_new_tokens - 1:
             return
@@ -233,17 +219,3 @@ def generate_llama_text(weights, prompt, max_new_tokens, temperature=0.0, top_k=
     ids = generate(model, idx, max_new_tokens, model.cfg["context_length"], temperature=temperature, top_k=top_k,
                    eos_id=tokenizer.eos_id, seed=seed)
     return tokenizer.decode(ids[0])
-
-
-def main(args):
-    """``gpt-from-scratch chat``: ``args`` from the command's parser (weights, system, temperature, ...)."""
-    if sys.stdin.isatty():  # a person is waiting: say why nothing happens for a few seconds
-        print(f"loading {args.weights or 'SmolLM2-135M-Instruct'} ...", file=sys.stderr, flush=True)
-    model, tokenizer = load_chat_model(args.weights)
-    session = ChatSession(model, tokenizer, system=args.system, temperature=args.temperature, top_k=args.top_k,
-                          max_new_tokens=args.max_new_tokens, seed=args.seed)
-    try:
-        run_chat(session)
-    except KeyboardInterrupt:  # Ctrl-C ends the chat as quietly as Ctrl-D
-        sys.stdout.write("\n")
-    return 0
