@@ -8,6 +8,8 @@ its point whatever else the notebook does.
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -215,3 +217,12 @@ def test_guard_undoes_and_reports_tampering_in_process(tmp_path, monkeypatch):
     assert record["tampering"] == ["during the check: torch.allclose was replaced"]
     guard.run_check("num_windows", "check_num_windows(right)", {"right": right})
     assert records()[-1]["passed"] and records()[-1]["tampering"] == []
+
+
+def test_pytorch_rebinding_manual_seed_on_importing_dynamo_is_not_tampering(tmp_path):
+    """Importing torch._dynamo (transformers' Llama does, in notebook 09) makes PyTorch itself wrap
+    torch.manual_seed; in a fresh interpreter, after the guard is installed, that is no tampering."""
+    code = (f"import json, torch\nfrom gpt_from_scratch.classroom import guard\nguard.install({str(tmp_path / 'log')!r})\n"
+            "import torch._dynamo\nprint(json.dumps(guard.restore()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.splitlines()[-1]) == []

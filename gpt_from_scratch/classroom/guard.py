@@ -79,6 +79,10 @@ def install(log_path):
     """Keep the genuine objects; called by the grader's first cell, before any student code runs."""
     from . import exercises
 
+    try:  # PyTorch rebinds torch.manual_seed (wrapped for torch.compile) when torch._dynamo is first
+        import torch._dynamo  # noqa: F401 - imported, e.g. by transformers' Llama: do it before the snapshot
+    except Exception:  # pragma: no cover - a PyTorch without dynamo has nothing to rebind
+        pass
     _STATE.clear()
     _STATE["log"] = str(log_path)
     _STATE["spaces"] = [(label, ns, {k: v for k, v in vars(ns).items() if _watch(label, k, v)})
