@@ -77,8 +77,8 @@ print("gpt_from_scratch is ready")'''
 # Packages a notebook needs beyond the package's own dependencies, by notebook number: (pip names,
 # modules to import, why). Colab installs them with the package; JupyterLab checks they are there.
 EXTRA_PACKAGES = {
-    "09": (["gguf", "accelerate"], ["gguf", "accelerate"],
-           "(gguf reads GGUF files, the format of the model this notebook loads; transformers needs both)"),
+    "09": (["accelerate"], ["accelerate"],
+           "(accelerate: transformers needs it to load a GGUF file, the reference this notebook compares with)"),
 }
 
 
