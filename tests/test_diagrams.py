@@ -17,6 +17,10 @@ from matplotlib.text import Text  # noqa: E402
 
 from gpt_from_scratch import GPT_CONFIG_124M, GPT_CONFIG_1558M, GPT_CONFIG_TINY, get_tokenizer  # noqa: E402
 from gpt_from_scratch.classroom import diagrams as dg  # noqa: E402
+from gpt_from_scratch.llama import SMOLLM2_CONFIG_135M  # noqa: E402
+
+# A Llama config of another shape: multi-query attention (1 key/value head), 4 blocks, small sizes.
+LLAMA_TINY = {**SMOLLM2_CONFIG_135M, "emb_dim": 64, "n_heads": 4, "n_kv_groups": 1, "n_layers": 4, "hidden_dim": 160}
 
 # Every figure the notebooks show, with the arguments they use, and a few other configurations.
 CASES = {
@@ -46,6 +50,8 @@ CASES = {
     "kv_cache": (dg.draw_kv_cache, {"cfg": GPT_CONFIG_124M}),
     "kv_cache_full": (dg.draw_kv_cache, {"cfg": GPT_CONFIG_1558M, "cached_tokens": 10}),
     "weight_mapping": (dg.draw_gpt2_weight_mapping, {"cfg": GPT_CONFIG_124M}),
+    "llama_block": (dg.draw_llama_block, {"cfg": SMOLLM2_CONFIG_135M}),
+    "llama_block_tiny_sized": (dg.draw_llama_block, {"cfg": LLAMA_TINY, "batch_size": 2, "num_tokens": 4}),
 }
 
 
@@ -198,6 +204,23 @@ def test_weight_mapping_shows_conv1d_shapes_transposed():
                  "ff.layers[2].weight", ".chunk(3,\ndim=-1)"):
         assert part in text or part.strip() in text, part
     assert "(1600, 4800)" in joined(dg.draw_gpt2_weight_mapping(GPT_CONFIG_1558M))
+
+
+def test_llama_block_follows_the_config_and_marks_the_changes():
+    fig = dg.draw_llama_block(SMOLLM2_CONFIG_135M)
+    text = joined(fig)
+    for part in ("norm1", "norm2", "RMSNorm(576)", "GroupedQueryAttention\n9 query heads, 3 k/v heads", "RoPE",
+                 "head size 64", "serves 3 query heads", "Linear(576, 1536)", "Linear(1536, 576)", "(b, t, 1536)",
+                 "SiLU", "×", "one of 30", "shortcut 1", "shortcut 2", "no dropout, no biases"):
+        assert part in text, part
+    assert "LayerNorm" not in text and "Dropout" not in text
+    # the changed parts (two norms, attention) have vermillion edges; GPT-2's shortcuts are still blue
+    accent = matplotlib.colors.to_rgba(dg.PALETTE["accent"])
+    edged = [p for p in fig.axes[0].patches if tuple(p.get_edgecolor()) == accent]
+    assert len(edged) >= 4
+    text = joined(dg.draw_llama_block(LLAMA_TINY, batch_size=2, num_tokens=4))
+    assert "4 query heads, 1 k/v heads" in text and "serves 4 query heads" in text and "head size 16" in text
+    assert "(2, 4, 64)" in text and "(2, 4, 160)" in text and "Linear(64, 160)" in text and "one of 4" in text
 
 
 def test_the_heads_alternate_two_shades_of_the_tensor_colour():

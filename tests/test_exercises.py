@@ -640,3 +640,94 @@ def test_to_hub_layout():
     fails(ex.check_to_hub_layout, in_place, "changed the model's weights")
     fails(ex.check_to_hub_layout, ex._hub_layout_of, "calls the checker's own answer")
     assert ex.check_to_hub_layout(to_hub).endswith("correct")  # the checker's reference works again afterwards
+# --- 09 ---
+
+def rope_halves(x, position, base):
+    d = x.shape[-1]
+    angles = position * base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,): pair i's angle
+    cos, sin = torch.cos(angles).float(), torch.sin(angles).float()
+    a, b = x[: d // 2], x[d // 2:]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos])
+
+
+def test_rope_one_position():
+    from gpt_from_scratch.llama import apply_rope, rope_angles
+
+    assert ex.check_rope_one_position(rope_halves) == "RoPE at one position: correct"
+
+    def complex_numbers(x, position, base):  # another correct way: pairs as complex numbers times e^(i angle)
+        d = x.shape[-1]
+        z = torch.complex(x[: d // 2].double(), x[d // 2:].double())
+        angles = position * base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+        z = z * torch.polar(torch.ones_like(angles), angles)
+        return torch.cat([z.real, z.imag]).float()
+    assert ex.check_rope_one_position(complex_numbers).endswith("correct")
+
+    def interleaved(x, position, base):
+        d = x.shape[-1]
+        perm = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # neighbours (2i, 2i + 1) -> (i, i + d/2)
+        out = torch.empty_like(x)
+        out[perm] = rope_halves(x[perm], position, base)
+        return out
+    fails(ex.check_rope_one_position, interleaved, "paired neighbours")
+    fails(ex.check_rope_one_position, lambda x, p, b: rope_halves(x, -p, b), "rotated the wrong way")
+    fails(ex.check_rope_one_position, lambda x, p, b: rope_halves(x, p, 10000.0), "use the base you are given")
+    fails(ex.check_rope_one_position, lambda x, p, b: rope_halves(x, p, b ** 0.5), "the exponent has a 2")
+    fails(ex.check_rope_one_position, lambda x, p, b: x, "came back unchanged")
+    fails(ex.check_rope_one_position, lambda x, p, b: rope_halves(x, p + 1, b), "off by one")
+    fails(ex.check_rope_one_position, lambda x, p, b: 2 * rope_halves(x, p, b), "keeps the length")
+    fails(ex.check_rope_one_position, lambda x, p, b: rope_halves(x, p, b)[None], "wrong shape")
+    # Loopholes: the package's (or transformers') RoPE gives the right numbers without the formula.
+    def packaged(x, position, base):
+        cos, sin = rope_angles(x.shape[-1], position + 1, base)
+        return apply_rope(x[None, None, None], cos[position:], sin[position:])[0, 0, 0]
+    fails(ex.check_rope_one_position, packaged, "calls the package's RoPE")
+    from transformers.models.llama import modeling_llama
+
+    def with_transformers(x, position, base):
+        cos, sin = rope_angles(x.shape[-1], position + 1, base)  # noqa: F841 - the check trips on this first
+        return x * torch.cos(torch.zeros(())) + modeling_llama.rotate_half(x) * 0
+    fails(ex.check_rope_one_position, with_transformers, "calls the package's RoPE")
+
+    def transformers_only(x, position, base):
+        d = x.shape[-1]
+        angles = position * base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+        angles = torch.cat([angles, angles]).float()
+        return x * torch.cos(angles) + modeling_llama.rotate_half(x) * torch.sin(angles)
+    fails(ex.check_rope_one_position, transformers_only, "calls transformers' RoPE")
+
+
+def test_repeat_kv():
+    from gpt_from_scratch.llama import repeat_kv
+
+    assert ex.check_repeat_kv(lambda x, n: x.repeat_interleave(n, dim=1)) == "repeat_kv: correct"
+    assert ex.check_repeat_kv(lambda x, n: torch.stack([x] * n, dim=2).flatten(1, 2)).endswith("correct")
+    fails(ex.check_repeat_kv, lambda x, n: x.repeat(1, n, 1, 1), "repeats the whole set")
+    fails(ex.check_repeat_kv, lambda x, n: x.repeat_interleave(n, dim=2), "along the head axis, dim 1")
+    fails(ex.check_repeat_kv, lambda x, n: x.repeat_interleave(n, dim=1).flip(1), "h // n_rep")
+    fails(ex.check_repeat_kv, lambda x, n: x, "wrong shape")
+    # Loopholes: the package's or transformers' repeat_kv do it in one call.
+    fails(ex.check_repeat_kv, repeat_kv, "calls the package's repeat_kv")
+    fails(ex.check_repeat_kv, lambda x, n: repeat_kv(x, n) + 0, "calls the package's repeat_kv")
+    from transformers.models.llama import modeling_llama
+    fails(ex.check_repeat_kv, lambda x, n: modeling_llama.repeat_kv(x, n), "calls transformers' repeat_kv")
+
+
+def test_gqa_cache_bytes():
+    def right(cfg, n):
+        return 2 * cfg["n_layers"] * n * cfg["n_kv_groups"] * (cfg["emb_dim"] // cfg["n_heads"]) * 4
+    assert ex.check_gqa_cache_bytes(right) == "GQA cache size: correct"
+    from gpt_from_scratch.llama import SMOLLM2_CONFIG_135M
+    assert right(SMOLLM2_CONFIG_135M, 1) == 46_080  # 30 x 2 x 3 x 64 x 4: 45 KiB per token
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"] * 4, "without grouped-query")
+    # head_dim taken as emb_dim / n_kv_groups gives the same number: n_kv_groups x emb_dim / n_kv_groups
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["n_kv_groups"]
+          * (cfg["emb_dim"] // cfg["n_kv_groups"]) * 4, "without grouped-query")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, n) // 2, "keys and values")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, n) // cfg["n_layers"], "multiply by n_layers")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, n) // 4, "not bytes")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, cfg["context_length"]), "not context_length")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, n) + 1, "expected 47,185,920 bytes .SmolLM2-135M")
+    # Loopholes: the right number for SmolLM2 only (the notebook's model), hard-coded or from its ratio.
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: 46_080 * n, "SmolLM2-360M")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"] * 4 // 3, "Llama-3.2-1B")

@@ -54,6 +54,33 @@ except ImportError as err:
     ) from err
 print("gpt_from_scratch is ready")'''
 
+# The same for a notebook that needs packages beyond the package's own dependencies.
+SETUP_CELL_EXTRA = '''\
+# Setup: in Google Colab, install the companion package gpt_from_scratch from the project's
+# repository, and {pip} (takes a minute); in JupyterLab, just check that they are installed.
+# {why}
+import sys
+
+if "google.colab" in sys.modules:
+    %pip install --quiet "{dist} @ git+{repo}" {pip}
+
+try:
+    import gpt_from_scratch
+{imports}
+except ImportError as err:
+    raise ImportError(
+        f"{{err.name}} is not installed in this kernel. In a terminal, from the repository's "
+        'root, run:  pip install -e ".[lab]" {pip}  and then restart the kernel.'
+    ) from err
+print("gpt_from_scratch is ready")'''
+
+# Packages a notebook needs beyond the package's own dependencies, by notebook number: (pip names,
+# modules to import, why). Colab installs them with the package; JupyterLab checks they are there.
+EXTRA_PACKAGES = {
+    "09": (["accelerate"], ["accelerate"],
+           "(accelerate: transformers needs it to load a GGUF file, the reference this notebook compares with)"),
+}
+
 
 def project():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -75,21 +102,27 @@ def title(nb):
     return "(untitled)"
 
 
-def setup_source():
+def setup_source(name=""):
+    """The setup cell of notebook file ``name``: the package, plus the notebook's EXTRA_PACKAGES."""
     dist, repo = project()
-    return SETUP_CELL.format(dist=dist, repo=repo)
+    if name[:2] not in EXTRA_PACKAGES:
+        return SETUP_CELL.format(dist=dist, repo=repo)
+    pip, modules, why = EXTRA_PACKAGES[name[:2]]
+    return SETUP_CELL_EXTRA.format(dist=dist, repo=repo, pip=" ".join(pip), why=why,
+                                   imports="\n".join(f"    import {m}" for m in modules))
 
 
-def sync_notebook(nb):
-    """Put the standard setup cell first among the code cells and write the exercises' nbgrader
-    metadata (gpt_from_scratch.classroom.grading.tag_exercises); True if anything changed."""
+def sync_notebook(nb, name=""):
+    """Put the standard setup cell (of notebook file ``name``) first among the code cells and write the
+    exercises' nbgrader metadata (gpt_from_scratch.classroom.grading.tag_exercises); True if anything
+    changed."""
     from gpt_from_scratch.classroom.grading import tag_exercises
 
     before = nbformat.writes(nb)
     setup = next((cell for cell in nb.cells if cell.cell_type == "code"), None)
     if setup is None:
         raise ValueError("notebook has no code cell to hold the setup")
-    setup.source = setup_source()
+    setup.source = setup_source(name)
     tag_exercises(nb)
     return nbformat.writes(nb) != before
 
@@ -135,7 +168,7 @@ def sync(paths):
     changed = []
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        if sync_notebook(nb):
+        if sync_notebook(nb, path.name):
             nbformat.write(nb, path)
             changed.append(path.name)
     stale = stale_student_versions()
@@ -157,7 +190,7 @@ def check():
     stale = []
     for path in notebook_paths():
         nb = nbformat.read(path, as_version=4)
-        if sync_notebook(nb):
+        if sync_notebook(nb, path.name):
             stale.append(path.name)
     stale += [f"student/{name}" for name in stale_student_versions()]
     if README.exists() and synced_readme(notebook_paths()) != README.read_text():
@@ -177,7 +210,7 @@ def execute(paths, timeout):
 
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        sync_notebook(nb)
+        sync_notebook(nb, path.name)
         for cell in nb.cells:
             cell.get("metadata", {}).pop("execution", None)
         start = time.perf_counter()

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from gpt_from_scratch import GPT_CONFIG_124M  # noqa: E402
 from gpt_from_scratch.classroom import diagrams  # noqa: E402
+from gpt_from_scratch.llama import SMOLLM2_CONFIG_135M  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "diagrams"
 
@@ -33,6 +34,7 @@ FIGURES = {
     "06_training_loop": (diagrams.draw_training_loop, {"batch_size": 8, "context_length": 32}),
     "07_kv_cache": (diagrams.draw_kv_cache, {"cfg": GPT_CONFIG_124M}),
     "08_gpt2_weight_mapping": (diagrams.draw_gpt2_weight_mapping, {"cfg": GPT_CONFIG_124M}),
+    "09_llama_block": (diagrams.draw_llama_block, {"cfg": SMOLLM2_CONFIG_135M}),
 }
 
 

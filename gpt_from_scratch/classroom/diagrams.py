@@ -35,6 +35,7 @@ __all__ = [
     "draw_training_loop",
     "draw_kv_cache",
     "draw_gpt2_weight_mapping",
+    "draw_llama_block",
 ]
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision deficiency.
@@ -789,4 +790,95 @@ def draw_gpt2_weight_mapping(cfg):
             "final_norm\n(weight → scale, bias → shift), lm_head → out_head (GPT-2 ties it to wte). "
             "attn.bias is the causal mask: skipped.", fontsize=SMALL, va="center")
     _legend(ax, 0.2, 0.25)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------
+# 09 · From GPT-2 to a modern LLM
+
+def draw_llama_block(cfg, batch_size=None, num_tokens=None):
+    """The Llama block (SmolLM2, Llama 2/3, ...) drawn as notebook 04's GPT-2 block, its changes marked.
+
+    ``x = x + att(norm1(x))`` then ``x = x + ff(norm2(x))``, as in GPT-2, with RMSNorm instead of
+    LayerNorm, grouped-query attention with RoPE on the queries and keys, the SwiGLU feed-forward
+    ``fc3(silu(fc1(x)) * fc2(x))``, no dropout and no biases. What differs from GPT-2's block has a
+    vermillion edge. ``cfg``: a Llama config such as ``SMOLLM2_CONFIG_135M`` (its sizes label the
+    boxes); ``batch_size``/``num_tokens`` (optional) replace ``b``/``t``.
+    """
+    from ..llama import validate_llama_config
+
+    cfg = validate_llama_config(cfg)  # fills in the optional keys
+    b, t = _dim(batch_size, "b"), _dim(num_tokens, "t")
+    d, nh, nkv, hidden = cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_groups"], cfg["hidden_dim"]
+    hd = d // nh
+    shape = _shape(b, t, d)
+    new = PALETTE["accent"]
+
+    W, H = 9.6, 10.9
+    fig, ax = _canvas(W, H, f"LlamaBlock (one of {cfg['n_layers']}): GPT-2's block, five changes")
+    main_x, det_x, bw = 1.55, 4.6, 3.2
+    blue = PALETTE["tensor"]
+    note = {"color": PALETTE["grey"], "fontsize": SMALL, "va": "center", "ha": "left"}
+    new_note = {**note, "color": new}
+    nx = det_x + bw / 2 + 0.15                    # notes column
+
+    _box(ax, main_x, 10.0, 1.7, 0.55, "input x", "tensor", sub=shape, sub_mono=True)
+    ax.add_patch(Rectangle((0.35, 1.25), W - 0.6, 8.0, fill=False, edgecolor="#999999", lw=1.2,
+                           linestyle=(0, (5, 4)), zorder=0))
+
+    def shortcut(y_top, plus_y, label):
+        ax.plot([main_x], [y_top], marker="o", color=blue, markersize=6, zorder=3)
+        _arrow(ax, (main_x, y_top), (main_x, plus_y + 0.24), color=blue, lw=2.6)
+        ax.text(main_x - 0.15, (y_top + plus_y) / 2, label, rotation=90, fontsize=SMALL, color=blue,
+                ha="right", va="center", fontweight="bold")
+        _box(ax, main_x, plus_y, 0.5, 0.48, "+", "op", fontsize=14)
+
+    # --- the attention half
+    _arrow(ax, (main_x, 10.0 - 0.275), (main_x, 9.1), label=shape, side="right")
+    shortcut(9.1, 6.45, "shortcut 1: x unchanged")
+    _line(ax, [(main_x, 9.1), (det_x, 9.1), (det_x, 8.525)])
+    _box(ax, det_x, 8.25, bw, 0.55, "norm1", "weight", sub=f"RMSNorm({d})", sub_mono=True, edge=new)
+    ax.text(nx, 8.25, "no mean, no shift:\nx / rms(x) · weight", **new_note)
+    _arrow(ax, (det_x, 8.25 - 0.275), (det_x, 7.65), label=shape)
+    _box(ax, det_x, 7.25, bw, 0.8, "att", "weight", sub=f"GroupedQueryAttention\n{nh} query heads, {nkv} k/v heads",
+         sub_mono=True, edge=new)
+    ax.text(nx, 7.25, f"RoPE rotates q and k;\nhead size {hd}; each k/v head\nserves {nh // nkv} query heads",
+            **new_note)
+    _line(ax, [(det_x, 7.25 - 0.4), (det_x, 6.45), (main_x + 0.25, 6.45)])
+    ax.text((main_x + det_x) / 2 + 0.2, 6.55, shape, fontsize=SMALL, family=MONO, ha="center", va="bottom")
+
+    # --- the feed-forward half: SwiGLU, drawn open
+    _arrow(ax, (main_x, 6.45 - 0.24), (main_x, 5.95), label=shape, side="right")
+    shortcut(5.95, 1.6, "shortcut 2: x unchanged")
+    _line(ax, [(main_x, 5.95), (det_x, 5.95), (det_x, 5.575)])
+    _box(ax, det_x, 5.3, bw, 0.55, "norm2", "weight", sub=f"RMSNorm({d})", sub_mono=True, edge=new)
+    g_x, u_x, fw = det_x - 0.85, det_x + 0.85, 1.5
+    y_fc, y_silu, y_mul, y_down = 3.95, 3.25, 2.75, 2.15
+    _line(ax, [(det_x, 5.3 - 0.275), (det_x, 4.6), (g_x, 4.6), (g_x, y_fc + 0.3)], arrow_at_end=True)
+    _line(ax, [(det_x, 4.6), (u_x, 4.6), (u_x, y_fc + 0.3)])
+    ax.text(det_x + 0.1, 4.81, shape, fontsize=SMALL, family=MONO, ha="left", va="center")
+    _box(ax, g_x, y_fc, fw, 0.6, "ff.fc1 (gate)", "weight", sub=f"Linear({d}, {hidden})", sub_mono=True,
+         fontsize=SMALL + 0.5)
+    _box(ax, u_x, y_fc, fw, 0.6, "ff.fc2 (up)", "weight", sub=f"Linear({d}, {hidden})", sub_mono=True,
+         fontsize=SMALL + 0.5)
+    _box(ax, g_x, y_silu, 1.1, 0.42, "SiLU", "op")
+    _arrow(ax, (g_x, y_fc - 0.3), (g_x, y_silu + 0.21))
+    _box(ax, det_x, y_mul, 0.46, 0.42, "×", "op", fontsize=14)
+    _line(ax, [(g_x, y_silu - 0.21), (g_x, y_mul), (det_x - 0.23, y_mul)])
+    _line(ax, [(u_x, y_fc - 0.3), (u_x, y_mul), (det_x + 0.23, y_mul)])
+    ax.text(u_x - 0.08, y_silu + 0.1, _shape(b, t, hidden), fontsize=SMALL, family=MONO, ha="right", va="center")
+    _box(ax, det_x, y_down, 2.2, 0.5, "ff.fc3 (down)", "weight", sub=f"Linear({hidden}, {d})", sub_mono=True,
+         fontsize=SMALL + 0.5)
+    _arrow(ax, (det_x, y_mul - 0.21), (det_x, y_down + 0.25))
+    ax.add_patch(Rectangle((det_x - bw / 2, y_down - 0.3), bw, y_fc - y_down + 0.7, fill=False, edgecolor=new,
+                           lw=1.4, linestyle=(0, (4, 3)), zorder=0.5))
+    ax.text(nx, 3.45, f"SwiGLU: the gate decides,\nfeature by feature, how\nmuch passes; hidden {hidden}\n"
+            f"(not 4 × {d}: three\nmatrices instead of two)", **new_note)
+    _line(ax, [(det_x, y_down - 0.25), (det_x, 1.6), (main_x + 0.25, 1.6)])
+    ax.text((main_x + det_x - bw / 2) / 2 + 0.1, 1.7, shape, fontsize=SMALL, family=MONO, ha="center", va="bottom")
+
+    _box(ax, main_x, 0.85, 1.7, 0.55, "output", "tensor", sub=shape, sub_mono=True)
+    _arrow(ax, (main_x, 1.6 - 0.24), (main_x, 0.85 + 0.275))
+    ax.text(main_x + 1.05, 0.85, "no dropout, no biases; the shape never changes", **note)
+    _legend(ax, 0.2, 0.25, extra="vermillion: changed from GPT-2")
     return fig

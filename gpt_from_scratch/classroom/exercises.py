@@ -22,6 +22,7 @@ from ..attention import MultiHeadAttention, MultiHeadAttentionWrapper, causal_ma
 from ..data import GPTDatasetV1, TokenFileDataset
 from ..generate import generate as _package_generate
 from ..generate import generate_text_simple, top_k_filter
+from ..llama import apply_rope, apply_rope_interleaved, repeat_kv, rope_angles
 from ..model import DummyGPTModel, GPTModel, LayerNorm
 
 
@@ -1066,6 +1067,141 @@ def check_to_hub_layout(fn):
         if not _close(reloaded(ids), model(ids), atol=1e-5):
             _fail("loaded back into a GPTModel, your dict gives other logits than the model")
     return _passed("export to the Hub's layout")
+# --- notebook 09: from GPT-2 to a modern LLM -------------------------------------------------------------
+
+def _reference_helpers(*names):
+    """Functions of transformers' Llama code that do an exercise's work, if the notebook imported them
+    (only looked up in ``sys.modules``: the checkers never import transformers themselves)."""
+    module = sys.modules.get("transformers.models.llama.modeling_llama")
+    return [getattr(module, name) for name in names if module is not None and hasattr(module, name)]
+
+
+def _rope_pairs(x, position, base, pairs):
+    """RoPE of one vector ``x`` (head_dim,) at ``position`` in float64: ``pairs(i)`` gives the two
+    features of pair ``i``, rotated by ``position * base ** (-2i / head_dim)``."""
+    d = x.shape[-1]
+    out = x.double().clone()
+    for i in range(d // 2):
+        angle = position * base ** (-2 * i / d)
+        j, k = pairs(i, d)
+        a, b = x[j].double(), x[k].double()
+        out[j] = a * math.cos(angle) - b * math.sin(angle)
+        out[k] = a * math.sin(angle) + b * math.cos(angle)
+    return out
+
+
+def check_rope_one_position(fn):
+    """``fn(x, position, base) -> (head_dim,)``: ``x`` rotated as RoPE rotates a query or key at
+    ``position``, in the split-halves layout (pair ``i`` = features ``i`` and ``i + head_dim/2``),
+    written from the formula: the package's RoPE functions may not be called."""
+    g = _gen(19)
+    halves = lambda i, d: (i, i + d // 2)  # noqa: E731
+    neighbours = lambda i, d: (2 * i, 2 * i + 1)  # noqa: E731
+    forbidden = {"the package's RoPE (apply_rope, rope_angles)": [apply_rope, apply_rope_interleaved, rope_angles],
+                 "transformers' RoPE": _reference_helpers("apply_rotary_pos_emb", "rotate_half")}
+    for head_dim, position, base in ((8, 3, 10000.0), (64, 100, 100000.0), (6, 0, 10000.0), (16, 1, 500.0)):
+        x = torch.randn(head_dim, generator=g)
+        got = _tensor(_call_without(fn, x.clone(), position, base, forbidden=forbidden, what="rope_one_position"),
+                      "rope_one_position")
+        case = f"(head_dim={head_dim}, position={position}, base={base:g})"
+        _shape(got, (head_dim,), f"the rotated vector {case}")
+        if not got.dtype.is_floating_point:
+            _fail(f"return floating-point numbers, got dtype {got.dtype}")
+        expected = _rope_pairs(x, position, base, halves)
+        if torch.allclose(got.double(), expected, atol=1e-4):
+            continue
+        if position == 0:
+            _fail(f"at position 0 every angle is 0: the vector must come back unchanged {case}")
+        if _close(got, x):
+            _fail(f"the vector came back unchanged {case}: rotate pair i by position * base ** (-2i / head_dim)")
+        if torch.allclose(got.double(), _rope_pairs(x, position, base, neighbours), atol=1e-4):
+            _fail("you paired neighbours (features 2i and 2i + 1: the interleaved layout); here pair i is "
+                  "features i and i + head_dim / 2, the split-halves layout of apply_rope")
+        if torch.allclose(got.double(), _rope_pairs(x, -position, base, halves), atol=1e-4):
+            _fail(f"you rotated the wrong way {case}: (a, b) turns into (a cos - b sin, a sin + b cos)")
+        if any(torch.allclose(got.double(), _rope_pairs(x, position + k, base, halves), atol=1e-4) for k in (-1, 1)):
+            _fail(f"off by one: the token at position {position} turns by {position} x its pair's angle step {case}")
+        if base != 10000.0 and torch.allclose(got.double(), _rope_pairs(x, position, 10000.0, halves), atol=1e-4):
+            _fail(f"use the base you are given ({base:g}), not 10000")
+        if torch.allclose(got.double(), _rope_pairs(x, position, base ** 0.5, halves), atol=1e-4):
+            _fail(f"the angle of pair i is position * base ** (-2i / head_dim): the exponent has a 2 {case}")
+        if abs(got.double().norm() - x.double().norm()) > 1e-3 * x.norm():
+            _fail(f"a rotation keeps the length of the vector; yours changed it from {x.norm():.4f} to "
+                  f"{got.norm():.4f} {case}")
+        _fail(f"the rotated vector differs from RoPE's {case}: pair i (features i and i + head_dim / 2) turns "
+              f"by the angle position * base ** (-2i / head_dim)")
+    return _passed("RoPE at one position")
+
+
+def check_repeat_kv(fn):
+    """``fn(x, n_rep) -> (batch, n_kv_heads * n_rep, tokens, head_dim)`` from ``x`` ``(batch, n_kv_heads,
+    tokens, head_dim)``: each key/value head repeated ``n_rep`` times in a row, so that query head ``h``
+    meets key/value head ``h // n_rep``, as grouped-query attention needs. The package's ``repeat_kv``
+    (and transformers') may not be called."""
+    g = _gen(20)
+    forbidden = {"the package's repeat_kv": [repeat_kv], "transformers' repeat_kv": _reference_helpers("repeat_kv")}
+    for shape, n_rep in (((2, 3, 5, 4), 3), ((1, 2, 3, 6), 4), ((2, 4, 2, 2), 1)):
+        x = torch.randn(*shape, generator=g)
+        got = _tensor(_call_without(fn, x.clone(), n_rep, forbidden=forbidden, what="repeat_kv"), "repeat_kv")
+        b, n_kv, t, d = shape
+        case = f"({n_kv} key/value heads, n_rep={n_rep})"
+        expected = x.repeat_interleave(n_rep, dim=1)
+        if got.shape != expected.shape:
+            hint = ""
+            if tuple(got.shape) == (b, n_kv, t * n_rep, d) or tuple(got.shape) == (b, n_kv, t, d * n_rep):
+                hint = ": repeat along the head axis, dim 1 of (batch, heads, tokens, head_dim)"
+            _fail(f"wrong shape {case}: expected {tuple(expected.shape)}, got {tuple(got.shape)}{hint}")
+        if _close(got, expected):
+            continue
+        if _close(got, x.repeat(1, n_rep, 1, 1)):
+            _fail(f"query head h must meet key/value head h // n_rep, so each head is repeated n_rep times in a row "
+                  f"(0, 0, 0, 1, 1, 1, ...); yours repeats the whole set (0, 1, 2, 0, 1, 2, ...) {case}")
+        _fail(f"head h of the result should be key/value head h // n_rep of the input {case}")
+    return _passed("repeat_kv")
+
+
+def check_gqa_cache_bytes(fn):
+    """``fn(cfg, num_tokens) -> int``: bytes of a float32 key/value cache for one sequence of a Llama
+    model with config ``cfg`` (``SMOLLM2_CONFIG_135M``'s keys): ``n_kv_groups`` heads of
+    ``emb_dim / n_heads`` numbers per layer, for keys and for values."""
+    from ..llama import SMOLLM2_CONFIG_135M
+
+    configs = [  # (name, changes to SmolLM2-135M's config); the first ones tell the common mistakes apart
+        ("SmolLM2-135M", {}),
+        ("SmolLM2-360M", {"emb_dim": 960, "n_heads": 15, "n_kv_groups": 5, "n_layers": 32, "hidden_dim": 2560}),
+        ("Llama-3.2-1B", {"emb_dim": 2048, "n_heads": 32, "n_kv_groups": 8, "n_layers": 16, "hidden_dim": 8192,
+                          "vocab_size": 128256, "context_length": 131072}),
+        ("a multi-query model", {"emb_dim": 64, "n_heads": 4, "n_kv_groups": 1, "n_layers": 3, "hidden_dim": 96}),
+        ("a multi-head model", {"emb_dim": 96, "n_heads": 6, "n_kv_groups": 6, "n_layers": 2, "hidden_dim": 256}),
+    ]
+    for name, changes in configs:
+        cfg = {**SMOLLM2_CONFIG_135M, **changes}
+        L, d, nh, nkv = cfg["n_layers"], cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_groups"]
+        head_dim = d // nh
+        for num_tokens in (1024, 7):
+            expected = 2 * L * num_tokens * nkv * head_dim * 4
+            got = _call(fn, dict(cfg), num_tokens, what="gqa_cache_bytes")
+            if isinstance(got, torch.Tensor) and got.numel() == 1:
+                got = got.item()
+            if not isinstance(got, (int, float)) or isinstance(got, bool):
+                _fail(f"return a number of bytes, got {got!r}")
+            case = f"({name}: {L} layers, {nh} query heads, {nkv} key/value heads of {head_dim}, {num_tokens} tokens)"
+            if got == expected:
+                continue
+            if nkv != nh and got == expected // nkv * nh:
+                _fail(f"that is the cache without grouped-query attention: only the n_kv_groups key/value heads "
+                      f"are cached, each emb_dim / n_heads = {head_dim} wide, not one per query head {case}")
+            if got * 2 == expected:
+                _fail(f"the cache holds keys and values: twice what you counted {case}")
+            if got * L == expected:
+                _fail(f"every layer has its own cache: multiply by n_layers {case}")
+            if got * 4 == expected:
+                _fail(f"you counted numbers, not bytes: a float32 number takes 4 bytes {case}")
+            if got == expected // num_tokens * cfg["context_length"]:
+                _fail(f"count the tokens held (num_tokens), not context_length {case}")
+            _fail(f"expected {expected:,} bytes {case}, got {got:,}: "
+                  f"2 x n_layers x tokens x n_kv_groups x (emb_dim / n_heads) x 4")
+    return _passed("GQA cache size")
 
 
 CHECKERS = {name: obj for name, obj in globals().items() if name.startswith("check_")}

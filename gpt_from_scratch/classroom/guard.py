@@ -77,13 +77,13 @@ def _watch(label, name, value):
 
 def install(log_path):
     """Keep the genuine objects; called by the grader's first cell, before any student code runs."""
+    # Importing torch._dynamo replaces torch.manual_seed with a wrapper (torch/_dynamo/__init__.py), and
+    # building a transformers model (notebooks 08 and 09) imports it: done here, before the snapshot, so
+    # an honest notebook is not reported as tampering.
     import torch._dynamo  # noqa: F401
 
     from . import exercises
 
-    # Importing torch._dynamo replaces torch.manual_seed with a wrapper (torch/_dynamo/__init__.py), and
-    # building a transformers model or entering `with torch.device("meta")` imports it: done here, before
-    # the snapshot, so an honest notebook that does either is not reported as tampering.
     _STATE.clear()
     _STATE["log"] = str(log_path)
     _STATE["spaces"] = [(label, ns, {k: v for k, v in vars(ns).items() if _watch(label, k, v)})
