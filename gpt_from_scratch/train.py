@@ -67,7 +67,7 @@ def _first_batches(loader, num_batches):
                 raise ValueError(f"this process (rank {rank} of {world}) has no window to evaluate: the data set "
                                  f"has {len(dataset)} windows")
             return
-        yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+        yield loader.collate_fn(items)  # the loader's own batching (stacks windows; pads instruction examples)
 
 
 def evaluate_model(model, train_loader, val_loader, device="cpu", eval_iter=5):
