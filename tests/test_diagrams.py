@@ -44,6 +44,8 @@ CASES = {
     "kv_cache": (dg.draw_kv_cache, {"cfg": GPT_CONFIG_124M}),
     "kv_cache_full": (dg.draw_kv_cache, {"cfg": GPT_CONFIG_1558M, "cached_tokens": 10}),
     "weight_mapping": (dg.draw_gpt2_weight_mapping, {"cfg": GPT_CONFIG_124M}),
+    "lora": (dg.draw_lora, {}),
+    "lora_wide": (dg.draw_lora, {"d_in": 4096, "d_out": 11008, "rank": 64, "alpha": 128}),
 }
 
 
@@ -265,3 +267,12 @@ def test_the_render_script_draws_every_diagram():
     assert rendered == {name for name in dg.__all__ if name.startswith("draw_")}
     for name in module.FIGURES:
         assert (path.parent.parent / "docs" / "diagrams" / f"{name}.png").exists(), name
+
+
+def test_lora_diagram_counts_the_two_paths():
+    text = joined(dg.draw_lora(d_in=576, d_out=192, rank=8))
+    assert "(8, 576)" in text and "(192, 8)" in text and "110,592" in text and "6,144 (5.6%)" in text
+    with pytest.raises(ValueError, match="rank must be smaller"):
+        dg.draw_lora(d_in=8, d_out=8, rank=8)
+    with pytest.raises(ValueError, match="alpha"):
+        dg.draw_lora(alpha=0)
