@@ -41,15 +41,24 @@ MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Augus
 # Disjoint pools per split: (train, validation, test). Names and cities invented for this series' lists.
 _NAMES = (
     ["Maria", "Tom", "Aisha", "Lukas", "Mei", "Pedro", "Ingrid", "Kofi", "Sofia", "Ravi", "Elena", "Jonas",
-     "Yuki", "Omar", "Clara", "Felix", "Nadia", "Hugo", "Leila", "Marco", "Anya", "Diego", "Freya", "Samir"],
-    ["Greta", "Tariq", "Lucia", "Bruno", "Hana", "Emil"],
-    ["Zara", "Nikolai", "Amara", "Oskar", "Priya", "Mateo", "Ines", "Kenji", "Lena", "Farid"],
+     "Yuki", "Omar", "Clara", "Felix", "Nadia", "Hugo", "Leila", "Marco", "Anya", "Diego", "Freya", "Samir",
+     "Beatrix", "Chidi", "Dmitri", "Esther", "Fatima", "Gustav", "Haruto", "Isabel", "Jamal", "Katarina",
+     "Lars", "Magnus", "Noor", "Olga", "Pablo", "Quentin", "Rosa", "Stefan", "Tamara", "Ulrich", "Vera",
+     "Wanda", "Xavier", "Yasmin", "Zoltan", "Adele", "Bjorn", "Camille", "Desmond", "Eloise", "Florian",
+     "Gabriela", "Henrik", "Ilse", "Joaquin", "Kwame"],
+    ["Greta", "Tariq", "Lucia", "Bruno", "Hana", "Emil", "Rosalind", "Anton"],
+    ["Zara", "Nikolai", "Amara", "Oskar", "Priya", "Mateo", "Ines", "Kenji", "Lena", "Farid", "Theodora", "Sven"],
 )
 _CITIES = (
     ["Lisbon", "Oslo", "Madrid", "Vienna", "Dublin", "Prague", "Warsaw", "Athens", "Helsinki", "Zurich",
-     "Porto", "Seville", "Krakow", "Lyon", "Munich", "Bergen", "Naples", "Riga"],
-    ["Tallinn", "Ghent", "Bologna", "Malaga"],
-    ["Budapest", "Stockholm", "Florence", "Hamburg", "Valencia", "Bremen", "Antwerp", "Geneva"],
+     "Porto", "Seville", "Krakow", "Lyon", "Munich", "Bergen", "Naples", "Riga", "Copenhagen", "Edinburgh",
+     "Marseille", "Rotterdam", "Salzburg", "Thessaloniki", "Vilnius", "Gdansk", "Bratislava", "Ljubljana",
+     "Zagreb", "Belgrade", "Bucharest", "Cardiff", "Glasgow", "Toulouse", "Bordeaux", "Granada", "Palermo",
+     "Turin", "Verona", "Innsbruck", "Lausanne", "Utrecht", "Leipzig", "Dresden", "Cologne", "Aarhus",
+     "Gothenburg", "Tampere", "Tartu", "Coimbra"],
+    ["Tallinn", "Ghent", "Bologna", "Malaga", "Nantes", "Basel"],
+    ["Budapest", "Stockholm", "Florence", "Hamburg", "Valencia", "Bremen", "Antwerp", "Geneva", "Heidelberg",
+     "Montpellier"],
 )
 _TEMPLATES = (
     ["{person} flew to {city} on {date}.",

@@ -117,21 +117,21 @@ def test_loss_is_cross_entropy_over_the_answer_tokens_only():
 
 def _tiny_model(seed=123):
     torch.manual_seed(seed)
-    return GPTModel({"vocab_size": 128, "context_length": 128, "emb_dim": 64, "n_heads": 4, "n_layers": 2,
+    return GPTModel({"vocab_size": 128, "context_length": 192, "emb_dim": 64, "n_heads": 4, "n_layers": 2,
                      "drop_rate": 0.0, "qkv_bias": False})
 
 
 def test_answers_batched_by_prompt_length_equal_answers_one_by_one():
     model = _tiny_model().eval()
     sentences = [ex["sentence"] for ex in make_extraction_splits(n_train=1, n_val=1, n_test=12)["test"]]
-    together = answers(model, TOK, sentences, eos_id=2, context_size=128, max_new_tokens=8, system_prompt=None,
+    together = answers(model, TOK, sentences, eos_id=2, context_size=192, max_new_tokens=8, system_prompt=None,
                        batch_size=4)
-    alone = [answers(model, TOK, [s], eos_id=2, context_size=128, max_new_tokens=8, system_prompt=None)[0]
+    alone = [answers(model, TOK, [s], eos_id=2, context_size=192, max_new_tokens=8, system_prompt=None)[0]
              for s in sentences]
     assert together == alone and all(isinstance(a, str) for a in together)
     examples = [{"sentence": s, "answer": a.strip()} for s, a in zip(sentences, alone)]
     examples[0] = {"sentence": sentences[0], "answer": "something else"}
-    acc, texts = exact_match(model, TOK, examples, eos_id=2, context_size=128, max_new_tokens=8, system_prompt=None)
+    acc, texts = exact_match(model, TOK, examples, eos_id=2, context_size=192, max_new_tokens=8, system_prompt=None)
     assert acc == pytest.approx(11 / 12) and texts == alone
 
 
