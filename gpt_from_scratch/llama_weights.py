@@ -95,14 +95,14 @@ def open_gguf(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
     try:
         reader = gguf.GGUFReader(path)
-    except Exception as err:  # bad magic, a header cut short, ...: gguf raises several kinds
+    except Exception as err:  # gguf raises several kinds: ValueError, IndexError, KeyError, ...
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise GGUFError(f"{path} is not a readable GGUF file ({reason})") from None
-    size = path.stat().st_size
-    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
-    if end > size:
-        raise GGUFError(f"{path} is truncated: its tensors need {end:,} bytes, the file has {size:,} "
-                        "(an interrupted download? fetch it again)")
+        with open(path, "rb") as f:
+            is_gguf = f.read(4) == b"GGUF"
+        if not is_gguf:
+            raise GGUFError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')") from None
+        # The reader views every tensor's bytes as it opens the file: a file cut short fails there.
+        raise GGUFError(f"{path} is truncated or damaged ({reason}); fetch it again") from None
     return reader
 
 
@@ -150,18 +150,31 @@ def gguf_llama_config(reader, path="the file"):
     return validate_llama_config(cfg)
 
 
-def _dequantize(tensor, path):
-    """One GGUF tensor -> a float32 numpy array in PyTorch's shape (dimensions reversed)."""
+def _dequantize(tensor, path, rows_per_chunk=4096):
+    """One GGUF tensor -> a float32 numpy array in PyTorch's shape (dimensions reversed).
+
+    Large matrices are dequantized ``rows_per_chunk`` rows at a time into the result, so the
+    temporaries of ``gguf.quants.dequantize`` stay small (the embedding alone is 113 MB in float32).
+    """
     import gguf
 
+    shape = tuple(int(n) for n in reversed(tensor.shape))
+    data = tensor.data  # a view of the memory-mapped file; rows along its first axis
     try:
-        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        if data.ndim < 2 or len(data) <= rows_per_chunk:
+            values = gguf.quants.dequantize(data, tensor.tensor_type).astype(np.float32, copy=False).reshape(shape)
+            # F32 tensors come back as views of the read-only memory map: copy those (small: the norms)
+            return values if values.flags.writeable else values.copy()
+        values = np.empty(shape, dtype=np.float32)
+        flat = values.reshape(len(data), -1)  # a view: one row of the file per row
+        for start in range(0, len(data), rows_per_chunk):
+            chunk = gguf.quants.dequantize(data[start:start + rows_per_chunk], tensor.tensor_type)
+            flat[start:start + len(chunk)] = chunk.reshape(len(chunk), -1)
+        return values
     except NotImplementedError:
         raise GGUFError(f"{path}: tensor {tensor.name} is of type {tensor.tensor_type.name}, which the gguf "
                         f"package {gguf_version()} cannot dequantize; convert the file to another type "
                         "(e.g. Q8_0, Q4_K or F16)") from None
-    shape = tuple(int(n) for n in reversed(tensor.shape))
-    return np.array(values, dtype=np.float32).reshape(shape)  # a copy: the memmap is read-only
 
 
 def gguf_version():
