@@ -60,6 +60,16 @@ class LoRALinear(nn.Module):
         self.scale = alpha / rank
         self.dropout = nn.Dropout(dropout)
 
+    @property
+    def weight(self):
+        """The frozen base weight ``(d_out, d_in)``, for code that reads a layer's weight (its dtype,
+        device or shape, e.g. to allocate a KV cache); the adapter is not in it until :meth:`merge`."""
+        return self.linear.weight
+
+    @property
+    def bias(self):
+        return self.linear.bias
+
     def forward(self, x):
         # Two thin matrix products, never the (d_out, d_in) matrix B @ A: (.., d_in) -> (.., rank) -> (.., d_out)
         return self.linear(x) + (self.dropout(x) @ self.A.T @ self.B.T) * self.scale

@@ -174,3 +174,20 @@ def test_load_adapter_refuses_another_base(tmp_path):
         load_adapter(_model(), tmp_path / "other.pt")
     with pytest.raises(ValueError, match="no LoRA layers"):
         save_adapter(_model(), tmp_path / "none.pt")
+
+
+def test_a_wrapped_llama_generates_with_the_cache():
+    # LlamaModel allocates its KV cache from W_key.weight's dtype and device: a wrapped W_key must answer.
+    from gpt_from_scratch import generate
+    from gpt_from_scratch.llama import LlamaModel
+    torch.manual_seed(0)
+    cfg = {"vocab_size": 50, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_kv_groups": 2, "n_layers": 2,
+           "hidden_dim": 48, "rope_base": 10000.0, "rms_norm_eps": 1e-5, "tie_weights": True}
+    model = LlamaModel(cfg).eval()
+    apply_lora(model, ("W_query", "W_key", "W_value", "out_proj", "fc1", "fc2", "fc3"), rank=2, alpha=4)
+    _randomise_B(model)
+    layer = model.trf_blocks[0].att.W_key
+    assert layer.weight is layer.linear.weight and layer.bias is None
+    idx = torch.randint(0, 50, (2, 4))
+    cached = generate(model, idx, 8, 16, use_cache=True)
+    assert torch.equal(cached, generate(model, idx, 8, 16, use_cache=False))
