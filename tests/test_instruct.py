@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gpt_from_scratch import GPTModel, calc_loss_batch, calc_loss_loader, train_model
-from gpt_from_scratch.instruct import (IGNORE_INDEX, SYSTEM_PROMPT, InstructionCollator, InstructionDataset, answers,
+from gpt_from_scratch.instruct import (IGNORE_INDEX, MONTHS, SYSTEM_PROMPT, InstructionCollator, InstructionDataset, answers,
                                       encode_example, exact_match, instruction_loader, make_extraction_splits,
                                       prompt_ids, split_vocabulary)
 from gpt_from_scratch.lora import apply_lora
@@ -54,7 +54,7 @@ def test_splits_are_deterministic_and_disjoint():
             assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", target["date"])
             assert target["person"] in vocab["names"] and target["city"] in vocab["cities"]
             y, m, d = target["date"].split("-")
-            date_words = f"{int(d)} {['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'][int(m) - 1]} {y}"
+            date_words = f"{int(d)} {MONTHS[int(m) - 1]} {y}"
             template = [t for t in vocab["templates"]
                         if t.format(person=target["person"], city=target["city"], date=date_words) == ex["sentence"]]
             assert len(template) == 1, ex
