@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from gpt_from_scratch import GPTModel, calc_loss_batch, calc_loss_loader, train_model
-from gpt_from_scratch.instruct import (IGNORE_INDEX, MONTHS, SYSTEM_PROMPT, InstructionCollator, InstructionDataset, answers,
-                                      encode_example, exact_match, instruction_loader, make_extraction_splits,
-                                      prompt_ids, split_vocabulary)
+from gpt_from_scratch.instruct import (IGNORE_INDEX, MONTHS, SYSTEM_PROMPT, InstructionCollator, InstructionDataset,
+                                      answers, encode_example, exact_match, instruction_loader,
+                                      make_extraction_splits, prompt_ids, split_vocabulary)
 from gpt_from_scratch.lora import apply_lora
 
 
