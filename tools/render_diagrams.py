@@ -33,6 +33,7 @@ FIGURES = {
     "06_training_loop": (diagrams.draw_training_loop, {"batch_size": 8, "context_length": 32}),
     "07_kv_cache": (diagrams.draw_kv_cache, {"cfg": GPT_CONFIG_124M}),
     "08_gpt2_weight_mapping": (diagrams.draw_gpt2_weight_mapping, {"cfg": GPT_CONFIG_124M}),
+    "10_lora": (diagrams.draw_lora, {"d_in": 576, "d_out": 576, "rank": 8}),
 }
 
 
