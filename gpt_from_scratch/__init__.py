@@ -12,6 +12,8 @@ Read the modules in the order data flows through a GPT::
     fit        the full training loop        (train_model: schedule, clipping, resuming)
     checkpoint save and resume a run         (save_checkpoint, load_checkpoint)
     devices    GPUs, mixed precision, compile (resolve_device, resolve_precision, ...)
+    lora       finetune with small adapters (LoRALinear, apply_lora, merge_lora, save_adapter, ...)
+    instruct   instruction data: the JSON-extraction task, answer-only labels, exact match
     distributed  several processes: DDP under torchrun
 
 ``config`` holds GPT_CONFIG_124M and the other GPT-2 sizes; ``weights`` copies Hugging Face GPT-2
@@ -95,6 +97,7 @@ from .train import (
 )
 from .fit import lr_at_step, train_model
 from .pretrained import load_pretrained_gpt2
+from .lora import LoRALinear, apply_lora, count_parameters, load_adapter, merge_lora, save_adapter
 from .smollm2 import GGUFTokenizer, load_smollm2, load_smollm2_tokenizer, smollm2_path
 from .weights import load_hf_gpt2_weights
 
@@ -112,6 +115,7 @@ __all__ = [
     "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample", "generate_sample",
     "perplexity", "plot_losses", "train_model_simple",
     "History", "lr_at_step", "train_model",
+    "LoRALinear", "apply_lora", "count_parameters", "load_adapter", "merge_lora", "save_adapter",
     "GELU", "DummyGPTModel", "DummyLayerNorm", "DummyTransformerBlock", "FeedForward", "GPTModel",
     "LayerNorm", "TransformerBlock", "check_token_ids", "evaluating",
     "END_OF_TEXT", "UNKNOWN", "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "get_tokenizer",

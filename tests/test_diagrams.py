@@ -52,6 +52,8 @@ CASES = {
     "weight_mapping": (dg.draw_gpt2_weight_mapping, {"cfg": GPT_CONFIG_124M}),
     "llama_block": (dg.draw_llama_block, {"cfg": SMOLLM2_CONFIG_135M}),
     "llama_block_tiny_sized": (dg.draw_llama_block, {"cfg": LLAMA_TINY, "batch_size": 2, "num_tokens": 4}),
+    "lora": (dg.draw_lora, {}),
+    "lora_wide": (dg.draw_lora, {"d_in": 4096, "d_out": 11008, "rank": 64, "alpha": 128}),
 }
 
 
@@ -250,3 +252,8 @@ def test_the_render_script_draws_every_diagram():
     assert rendered == {name for name in dg.__all__ if name.startswith("draw_")}
     for name in module.FIGURES:
         assert (path.parent.parent / "docs" / "diagrams" / f"{name}.png").exists(), name
+
+
+def test_lora_diagram_counts_the_two_paths():
+    text = joined(dg.draw_lora(d_in=576, d_out=192, rank=8))
+    assert "(8, 576)" in text and "(192, 8)" in text and "110,592" in text and "6,144 (5.6%)" in text

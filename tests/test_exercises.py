@@ -731,3 +731,63 @@ def test_gqa_cache_bytes():
     # Loopholes: the right number for SmolLM2 only (the notebook's model), hard-coded or from its ratio.
     fails(ex.check_gqa_cache_bytes, lambda cfg, n: 46_080 * n, "SmolLM2-360M")
     fails(ex.check_gqa_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"] * 4 // 3, "Llama-3.2-1B")
+# --- 10 ---
+
+def test_lora_forward():
+    def right(x, w, b, A, B, alpha, rank):
+        return x @ w.T + b + (x @ A.T @ B.T) * (alpha / rank)
+    assert ex.check_lora_forward(right).endswith("correct")
+    fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b, "frozen layer's alone")
+    fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + x @ A.T @ B.T, "not scaled")
+    fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + x @ A.T @ B.T * alpha,
+          "scaled by alpha \\(12\\)")
+    fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + x @ A.T @ B.T * rank / alpha,
+          "upside down")
+    fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + x @ A.T @ B.T * alpha / rank,
+          "bias is missing")
+    fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + (x @ B @ A).T, "wrong shape|raised")
+    fails(ex.check_lora_forward, lambda *a: (_ for _ in ()).throw(NotImplementedError()), "not written yet")
+
+
+def test_answer_targets():
+    def right(ids, n):
+        return [-100 if t + 1 < n else ids[t + 1] for t in range(len(ids) - 1)]
+    assert ex.check_answer_targets(right).endswith("correct")
+    assert ex.check_answer_targets(lambda ids, n: torch.tensor(right(ids, n))).endswith("correct")
+    fails(ex.check_answer_targets, lambda ids, n: ids[1:], "nothing is masked")
+    fails(ex.check_answer_targets, lambda ids, n: [-100 if t < n else ids[t + 1] for t in range(len(ids) - 1)],
+          "one target too many")
+    fails(ex.check_answer_targets, lambda ids, n: [-100 if t + 2 < n else ids[t + 1] for t in range(len(ids) - 1)],
+          "one target too few")
+    fails(ex.check_answer_targets, lambda ids, n: [-100 if t < n else ids[t] for t in range(len(ids) - 1)],
+          "not shifted")
+    fails(ex.check_answer_targets, lambda ids, n: right(ids, n) + [0], "return 5 targets")
+
+
+def test_lora_param_count_reference_equals_apply_lora():
+    from gpt_from_scratch.llama import LlamaModel
+    from gpt_from_scratch.lora import apply_lora, count_parameters
+    cfg = {"vocab_size": 50, "context_length": 8, "emb_dim": 48, "n_heads": 6, "n_kv_groups": 2, "n_layers": 3,
+           "hidden_dim": 80, "rope_base": 10000.0, "rms_norm_eps": 1e-5, "tie_weights": True}
+    for targets, rank, blocks in [(("W_query", "W_value"), 8, None), (("W_key", "fc1", "fc3", "out_proj"), 3, [1, 2])]:
+        model = LlamaModel(cfg)
+        apply_lora(model, targets, rank, alpha=1, blocks=blocks)
+        assert count_parameters(model)[0] == ex.lora_trainable_count(cfg, targets, rank, blocks)
+    # the notebook's numbers: rank 8 on the query and value projections of SmolLM2's 30 blocks
+    smol = {"emb_dim": 576, "n_heads": 9, "n_kv_groups": 3, "hidden_dim": 1536, "n_layers": 30}
+    assert ex.lora_trainable_count(smol, ("W_query", "W_value"), 8) == 30 * 8 * (576 + 576 + 576 + 192)
+
+
+def test_lora_param_count():
+    def right(cfg, targets, rank, blocks):
+        d, kv, h = cfg["emb_dim"], cfg["n_kv_groups"] * cfg["emb_dim"] // cfg["n_heads"], cfg["hidden_dim"]
+        sizes = {"W_query": d + d, "W_key": d + kv, "W_value": d + kv, "out_proj": d + d, "fc1": d + h, "fc2": d + h,
+                 "fc3": h + d}
+        n = cfg["n_layers"] if blocks is None else len(list(blocks))
+        return n * rank * sum(sizes[t] for t in targets)
+    assert ex.check_lora_param_count(right).endswith("correct")
+    fails(ex.check_lora_param_count, lambda c, t, r, b: right({**c, "n_kv_groups": c["n_heads"]}, t, r, b),
+          "grouped-query attention")
+    fails(ex.check_lora_param_count,
+          lambda c, t, r, b: right(c, t, r, b) // (c["n_layers"] if b is None else len(list(b))), "every adapted block")
+    fails(ex.check_lora_param_count, lambda c, t, r, b: 2 * right(c, t, r, b), "adds A \\(rank, d_in\\)")

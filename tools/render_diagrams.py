@@ -35,6 +35,7 @@ FIGURES = {
     "07_kv_cache": (diagrams.draw_kv_cache, {"cfg": GPT_CONFIG_124M}),
     "08_gpt2_weight_mapping": (diagrams.draw_gpt2_weight_mapping, {"cfg": GPT_CONFIG_124M}),
     "09_llama_block": (diagrams.draw_llama_block, {"cfg": SMOLLM2_CONFIG_135M}),
+    "10_lora": (diagrams.draw_lora, {"d_in": 576, "d_out": 576, "rank": 8}),
 }
 
 

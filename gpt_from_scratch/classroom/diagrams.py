@@ -36,6 +36,7 @@ __all__ = [
     "draw_kv_cache",
     "draw_gpt2_weight_mapping",
     "draw_llama_block",
+    "draw_lora",
 ]
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision deficiency.
@@ -881,4 +882,46 @@ def draw_llama_block(cfg, batch_size=None, num_tokens=None):
     _arrow(ax, (main_x, 1.6 - 0.24), (main_x, 0.85 + 0.275))
     ax.text(main_x + 1.05, 0.85, "no dropout, no biases; the shape never changes", **note)
     _legend(ax, 0.2, 0.25, extra="vermillion: changed from GPT-2")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------
+# 10 · Finetuning with LoRA
+
+def draw_lora(d_in=576, d_out=576, rank=8, alpha=16):
+    """A linear layer with LoRA: the frozen ``W`` beside the trained low-rank path ``B A``.
+
+    ``y = x W^T + (dropout(x) A^T B^T) * alpha / rank``; the note counts what each path holds, so the
+    figure shows the saving for the given sizes.
+    """
+    W, H = 9.8, 5.6
+    fig, ax = _canvas(W, H, "LoRA: a frozen weight W, and a small trained path B A beside it")
+    y_top, y_low = 3.85, 2.05
+    _box(ax, 0.95, 2.95, 1.3, 0.8, "x", "tensor", sub=_shape("b", "t", d_in), sub_mono=True)
+    _box(ax, 4.6, y_top, 2.6, 0.72, "W  (frozen)", "weight", sub=_shape(d_out, d_in), sub_mono=True, dashed=True,
+         fill="#EEEEEE", edge=PALETTE["grey"])
+    _line(ax, [(1.6, 2.95), (2.0, 2.95), (2.0, y_top), (3.3, y_top)])
+    _box(ax, 2.75, y_low, 1.0, 0.5, "dropout", "op")
+    _line(ax, [(2.0, 2.95), (2.0, y_low), (2.25, y_low)])
+    _box(ax, 4.05, y_low, 0.95, 0.72, "A", "weight", sub=_shape(rank, d_in), sub_mono=True)
+    _arrow(ax, (3.25, y_low), (3.575, y_low))
+    _box(ax, 5.45, y_low, 0.95, 0.72, "B", "weight", sub=_shape(d_out, rank), sub_mono=True)
+    _arrow(ax, (4.525, y_low), (4.975, y_low))
+    ax.text(4.75, y_low - 0.5, _shape("b", "t", rank), fontsize=SMALL, family=MONO, ha="center", va="top")
+    _box(ax, 6.85, y_low, 1.05, 0.5, f"× {alpha:g}/{rank}", "op")
+    _arrow(ax, (5.925, y_low), (6.325, y_low))
+    _box(ax, 7.75, 2.95, 0.5, 0.5, "+", "op")
+    _line(ax, [(5.9, y_top), (7.75, y_top), (7.75, 3.2)])
+    _line(ax, [(7.375, y_low), (7.75, y_low), (7.75, 2.7)])
+    _box(ax, 9.0, 2.95, 1.2, 0.8, "y", "tensor", sub=_shape("b", "t", d_out), sub_mono=True)
+    _arrow(ax, (8.0, 2.95), (8.4, 2.95))
+    ax.text(4.6, y_top + 0.5, "pretrained, no gradient", fontsize=SMALL, ha="center", va="bottom",
+            color=PALETTE["grey"])
+    ax.text(4.75, y_low + 0.5, "trained: A small random, B = 0 at the start", fontsize=SMALL, ha="center",
+            va="bottom", color=PALETTE["accent"])
+    frozen, trained = d_in * d_out, rank * (d_in + d_out)
+    ax.text(0.2, 0.95, f"W holds {d_out} × {d_in} = {frozen:,} numbers; A and B hold {rank} × ({d_in} + {d_out}) = "
+            f"{trained:,} ({trained / frozen:.1%}).\nB = 0 makes y = x Wᵀ at the start: the adapted model starts "
+            "exactly as the pretrained one.", fontsize=SMALL, va="center")
+    _legend(ax, 0.2, 0.3)
     return fig

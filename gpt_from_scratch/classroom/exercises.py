@@ -1203,6 +1203,106 @@ def check_gqa_cache_bytes(fn):
                   f"2 x n_layers x tokens x n_kv_groups x (emb_dim / n_heads) x 4")
     return _passed("GQA cache size")
 
+# --- 10: finetuning with LoRA -------------------------------------------------------------------------
+
+def check_lora_forward(fn):
+    """``fn(x, weight, bias, A, B, alpha, rank) -> y``: a frozen linear layer plus the LoRA path,
+    ``x W^T + b + x A^T B^T * alpha / rank``, ``(..., d_in) -> (..., d_out)``."""
+    from ..lora import LoRALinear
+
+    g = _gen(10)
+    d_in, d_out, rank, alpha = 6, 5, 3, 12.0
+    layer = LoRALinear(torch.nn.Linear(d_in, d_out), rank, alpha)
+    with torch.no_grad():
+        for p in (layer.linear.weight, layer.linear.bias, layer.A, layer.B):
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = torch.randn(2, 4, d_in, generator=g)
+    w, b, A, B = (t.detach().clone() for t in (layer.linear.weight, layer.linear.bias, layer.A, layer.B))
+    got = _tensor(_call(fn, x.clone(), w, b, A, B, alpha, rank, what="your lora_forward"), "lora_forward")
+    _shape(got, (2, 4, d_out), "the output")
+    base, path = F.linear(x, w, b), x @ A.T @ B.T
+    if _close(got, base):
+        _fail("the output is the frozen layer's alone: add the low-rank path x A^T B^T * alpha / rank")
+    if _close(got, path * alpha / rank):
+        _fail("the output is the low-rank path alone: add the frozen layer x W^T + b")
+    if _close(got, base + path):
+        _fail("the low-rank path is not scaled: multiply it by alpha / rank")
+    if _close(got, base + path * alpha):
+        _fail(f"the low-rank path is scaled by alpha ({alpha:g}); LoRA scales by alpha / rank ({alpha / rank:g})")
+    if _close(got, base + path * rank / alpha):
+        _fail("the scale is upside down: alpha / rank, not rank / alpha")
+    if _close(got, x @ w.T + path * alpha / rank):
+        _fail("the frozen layer's bias is missing")
+    if not _close(got, layer(x).detach()):
+        _fail("differs from x W^T + b + (x A^T B^T) * alpha / rank; A is (rank, d_in), B is (d_out, rank)")
+    return _passed("LoRA forward")
+
+
+def check_answer_targets(fn):
+    """``fn(ids, prompt_length) -> targets``: the next-token targets of one example (a list of
+    ``len(ids) - 1`` ints), ``-100`` wherever the target is still a prompt token."""
+    from ..instruct import IGNORE_INDEX, InstructionCollator
+
+    cases = [([11, 12, 13, 21, 22, 2], 3), ([5, 6, 2], 2), ([7, 8, 9, 10, 30, 31, 32, 33, 2], 5), ([4, 2], 1)]
+    for ids, n_prompt in cases:
+        expected = InstructionCollator(pad_id=0)([(torch.tensor(ids), n_prompt)])[1][0].tolist()
+        got = _as_list(_call(fn, list(ids), n_prompt, what="your answer_targets"))
+        if not isinstance(got, list) or len(got) != len(ids) - 1:
+            _fail(f"for {len(ids)} ids return {len(ids) - 1} targets (position t predicts token t + 1), got "
+                  f"{len(got) if isinstance(got, list) else type(got).__name__}")
+        if got == expected:
+            continue
+        where = f"for ids {ids} with a prompt of {n_prompt} tokens: expected {expected}, got {got}"
+        if got == ids[1:]:
+            _fail(f"nothing is masked {where}; set the targets that are prompt tokens to {IGNORE_INDEX}")
+        if got == [IGNORE_INDEX] * n_prompt + ids[n_prompt + 1:]:
+            _fail(f"one target too many is masked {where}: the last prompt position predicts the answer's first "
+                  "token, keep it")
+        if n_prompt >= 2 and got == [IGNORE_INDEX] * (n_prompt - 2) + ids[n_prompt - 1:]:
+            _fail(f"one target too few is masked {where}: the target at position t is ids[t + 1]")
+        if got == [IGNORE_INDEX if i < n_prompt else t for i, t in enumerate(ids[:-1])]:
+            _fail(f"the targets are not shifted {where}: the target at position t is ids[t + 1]")
+        _fail(f"wrong targets {where}")
+    return _passed("answer targets")
+
+
+def lora_trainable_count(cfg, targets, rank, blocks=None):
+    """Trainable parameters of LoRA of ``rank`` on ``targets`` (LlamaModel names) of ``blocks`` (None: all):
+    ``rank * (d_in + d_out)`` per wrapped layer."""
+    head_dim = cfg["emb_dim"] // cfg["n_heads"]
+    d, kv, h = cfg["emb_dim"], cfg["n_kv_groups"] * head_dim, cfg["hidden_dim"]
+    shapes = {"W_query": (d, d), "W_key": (d, kv), "W_value": (d, kv), "out_proj": (d, d), "fc1": (d, h),
+              "fc2": (d, h), "fc3": (h, d)}
+    n_blocks = cfg["n_layers"] if blocks is None else len(set(blocks))
+    return n_blocks * sum(rank * sum(shapes[t]) for t in targets)
+
+
+def check_lora_param_count(fn):
+    """``fn(cfg, targets, rank, blocks) -> int``: LoRA's trainable parameters for a LlamaModel config."""
+    smol = {"emb_dim": 576, "n_heads": 9, "n_kv_groups": 3, "hidden_dim": 1536, "n_layers": 30}
+    other = {"emb_dim": 64, "n_heads": 8, "n_kv_groups": 2, "hidden_dim": 160, "n_layers": 4}
+    cases = [(smol, ("W_query", "W_value"), 8, None), (smol, ("W_key", "fc3"), 4, range(20, 30)),
+             (other, ("W_query", "W_key", "W_value", "out_proj", "fc1", "fc2", "fc3"), 2, [0, 3]),
+             (other, ("W_value",), 16, None)]
+    for cfg, targets, rank, blocks in cases:
+        expected = lora_trainable_count(cfg, targets, rank, blocks)
+        got = _call(fn, dict(cfg), tuple(targets), rank, blocks, what="your lora_param_count")
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if got != expected:
+            where = (f"for rank {rank} on {list(targets)} of {'all' if blocks is None else len(list(blocks))} "
+                     f"blocks of a model of width {cfg['emb_dim']}: expected {expected:,}, got {got!r}")
+            n_blocks = cfg["n_layers"] if blocks is None else len(list(blocks))
+            if "W_key" in targets or "W_value" in targets:
+                as_square = dict(cfg, n_kv_groups=cfg["n_heads"])
+                if got == lora_trainable_count(as_square, targets, rank, blocks):
+                    _fail(f"{where}; keys and values have n_kv_groups heads, so their projections are "
+                          "narrower than emb_dim (grouped-query attention)")
+            if isinstance(got, int) and got * n_blocks == expected:
+                _fail(f"{where}; count every adapted block")
+            _fail(where + "; each wrapped (d_out, d_in) layer adds A (rank, d_in) and B (d_out, rank)")
+    return _passed("LoRA parameter count")
+
 
 CHECKERS = {name: obj for name, obj in globals().items() if name.startswith("check_")}
 
