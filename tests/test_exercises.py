@@ -696,15 +696,32 @@ def test_rope_one_position():
         return x * torch.cos(angles) + modeling_llama.rotate_half(x) * torch.sin(angles)
     fails(ex.check_rope_one_position, transformers_only, "calls transformers' RoPE")
 
+    import transformers
+
+    def rotary_module(x, position, base):  # transformers' LlamaRotaryEmbedding computes cos and sin itself
+        d = x.shape[-1]
+        config = transformers.LlamaConfig(hidden_size=d, num_attention_heads=1, rope_theta=base)
+        cos, sin = modeling_llama.LlamaRotaryEmbedding(config)(x[None, None], torch.tensor([[position]]))
+        return x * cos[0, 0] + torch.cat([-x[d // 2:], x[: d // 2]]) * sin[0, 0]
+    assert torch.allclose(rotary_module(torch.arange(8.0), 3, 100.0), rope_halves(torch.arange(8.0), 3, 100.0),
+                          atol=1e-5)  # the loophole gives the right numbers
+    fails(ex.check_rope_one_position, rotary_module, "calls transformers' RoPE")
+
 
 def test_repeat_kv():
     from gpt_from_scratch.llama import repeat_kv
 
-    assert ex.check_repeat_kv(lambda x, n: x.repeat_interleave(n, dim=1)) == "repeat_kv: correct"
+    def expand_reshape(x, n):  # the notebook's answer
+        b, n_kv, t, d = x.shape
+        return x[:, :, None].expand(b, n_kv, n, t, d).reshape(b, n_kv * n, t, d)
+    assert ex.check_repeat_kv(expand_reshape) == "repeat_kv: correct"
     assert ex.check_repeat_kv(lambda x, n: torch.stack([x] * n, dim=2).flatten(1, 2)).endswith("correct")
     fails(ex.check_repeat_kv, lambda x, n: x.repeat(1, n, 1, 1), "repeats the whole set")
-    fails(ex.check_repeat_kv, lambda x, n: x.repeat_interleave(n, dim=2), "along the head axis, dim 1")
-    fails(ex.check_repeat_kv, lambda x, n: x.repeat_interleave(n, dim=1).flip(1), "h // n_rep")
+    fails(ex.check_repeat_kv, lambda x, n: torch.stack([x] * n, dim=3).flatten(2, 3), "along the head axis, dim 1")
+    fails(ex.check_repeat_kv, lambda x, n: expand_reshape(x, n).flip(1), "h // n_rep")
+    # Loophole: repeat_interleave does the whole exercise in one call (method or function).
+    fails(ex.check_repeat_kv, lambda x, n: x.repeat_interleave(n, dim=1), "calls repeat_interleave")
+    fails(ex.check_repeat_kv, lambda x, n: torch.repeat_interleave(x, n, dim=1), "calls repeat_interleave")
     fails(ex.check_repeat_kv, lambda x, n: x, "wrong shape")
     # Loopholes: the package's or transformers' repeat_kv do it in one call.
     fails(ex.check_repeat_kv, repeat_kv, "calls the package's repeat_kv")
@@ -713,24 +730,64 @@ def test_repeat_kv():
     fails(ex.check_repeat_kv, lambda x, n: modeling_llama.repeat_kv(x, n), "calls transformers' repeat_kv")
 
 
+def count_params_of(model_class, cfg):
+    with torch.device("meta"):
+        return sum(p.numel() for p in model_class(cfg).parameters())
+
+
 def test_gqa_cache_bytes():
-    def right(cfg, n):
-        return 2 * cfg["n_layers"] * n * cfg["n_kv_groups"] * (cfg["emb_dim"] // cfg["n_heads"]) * 4
+    def right(cfg, n, batch_size=1, bytes_per_number=4):
+        head_dim = cfg["emb_dim"] // cfg["n_heads"]
+        return 2 * cfg["n_layers"] * batch_size * n * cfg["n_kv_groups"] * head_dim * bytes_per_number
     assert ex.check_gqa_cache_bytes(right) == "GQA cache size: correct"
     from gpt_from_scratch.llama import SMOLLM2_CONFIG_135M
     assert right(SMOLLM2_CONFIG_135M, 1) == 46_080  # 30 x 2 x 3 x 64 x 4: 45 KiB per token
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"] * 4, "without grouped-query")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: 2 * cfg["n_layers"] * b * n * cfg["emb_dim"] * nb,
+          "without grouped-query")
     # head_dim taken as emb_dim / n_kv_groups gives the same number: n_kv_groups x emb_dim / n_kv_groups
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["n_kv_groups"]
-          * (cfg["emb_dim"] // cfg["n_kv_groups"]) * 4, "without grouped-query")
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, n) // 2, "keys and values")
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, n) // cfg["n_layers"], "multiply by n_layers")
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, n) // 4, "not bytes")
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, cfg["context_length"]), "not context_length")
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: right(cfg, n) + 1, "expected 47,185,920 bytes .SmolLM2-135M")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: 2 * cfg["n_layers"] * b * n * cfg["n_kv_groups"]
+          * (cfg["emb_dim"] // cfg["n_kv_groups"]) * nb, "without grouped-query")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: right(cfg, n, b, nb) // 2, "keys and values")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: right(cfg, n, b, nb) // cfg["n_layers"], "multiply by n_layers")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: right(cfg, n, b, nb) // nb, "not bytes")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: right(cfg, n, b, 4), "not 4")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: right(cfg, n, 1, nb), "multiply by batch_size")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: right(cfg, cfg["context_length"], b, nb), "not context_length")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: right(cfg, n, b, nb) + 1,
+          "expected 47,185,920 bytes .SmolLM2-135M")
     # Loopholes: the right number for SmolLM2 only (the notebook's model), hard-coded or from its ratio.
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: 46_080 * n, "SmolLM2-360M")
-    fails(ex.check_gqa_cache_bytes, lambda cfg, n: 2 * cfg["n_layers"] * n * cfg["emb_dim"] * 4 // 3, "Llama-3.2-1B")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: 46_080 * n * b * nb // 4, "SmolLM2-360M")
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: 2 * cfg["n_layers"] * b * n * cfg["emb_dim"] * nb // 3,
+          "Llama-3.2-1B")
+    # Loopholes: the package allocates the cache (a model built on the meta device costs no memory) ...
+    from gpt_from_scratch import LlamaModel
+
+    def allocated(cfg, n, b, nb):
+        with torch.device("meta"):
+            model = LlamaModel({**cfg, "context_length": max(n, 1)})
+        return sum(layer.nbytes() for layer in model.new_kv_cache(b, n)) * nb // 4
+    assert allocated(SMOLLM2_CONFIG_135M, 7, 2, 2) == right(SMOLLM2_CONFIG_135M, 7, 2, 2)  # the right numbers
+    fails(ex.check_gqa_cache_bytes, allocated, "calls (nn.Module.__init__|KVCache)")  # both are called
+    # building alone (the caches of an existing model are not at hand for other configs) fails too
+    fails(ex.check_gqa_cache_bytes, lambda cfg, n, b, nb: count_params_of(LlamaModel, cfg) * 0 + right(cfg, n, b, nb),
+          "nn.Module.__init__")
+    from gpt_from_scratch.attention import KVCache
+
+    def one_cache(cfg, n, b, nb):  # a KVCache of the right shape, without a model
+        head_dim = cfg["emb_dim"] // cfg["n_heads"]
+        return KVCache(b, cfg["n_kv_groups"], n, head_dim, device="meta").nbytes() * cfg["n_layers"] * nb // 4
+    assert one_cache(SMOLLM2_CONFIG_135M, 7, 2, 2) == right(SMOLLM2_CONFIG_135M, 7, 2, 2)
+    fails(ex.check_gqa_cache_bytes, one_cache, "KVCache")
+    # ... or the notebook's own helper of section 5 (found by name in the learner's globals) does the work.
+    notebook = {}
+    exec("def cache_bytes_per_token(n_layers, n_kv_heads, head_dim):\n"
+         "    return 2 * n_layers * n_kv_heads * head_dim * 4\n"
+         "def gqa_cache_bytes(cfg, n, b, nb):\n"
+         "    return cache_bytes_per_token(cfg['n_layers'], cfg['n_kv_groups'], cfg['emb_dim'] // cfg['n_heads'])"
+         " * n * b * nb // 4\n", notebook)
+    fails(ex.check_gqa_cache_bytes, notebook["gqa_cache_bytes"], "cache_bytes_per_token")
+
+
 # --- 10 ---
 
 def test_lora_forward():

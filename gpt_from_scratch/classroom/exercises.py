@@ -1073,7 +1073,11 @@ def _reference_helpers(*names):
     """Functions of transformers' Llama code that do an exercise's work, if the notebook imported them
     (only looked up in ``sys.modules``: the checkers never import transformers themselves)."""
     module = sys.modules.get("transformers.models.llama.modeling_llama")
-    return [getattr(module, name) for name in names if module is not None and hasattr(module, name)]
+    found = [getattr(module, name) for name in names if module is not None and hasattr(module, name)]
+    # a class (such as LlamaRotaryEmbedding) stands for building it and calling it
+    methods = ("__init__", "forward", "compute_default_rope_parameters")
+    return [f for obj in found
+            for f in ([getattr(obj, m) for m in methods if m in vars(obj)] if isinstance(obj, type) else [obj])]
 
 
 def _rope_pairs(x, position, base, pairs):
@@ -1098,7 +1102,8 @@ def check_rope_one_position(fn):
     halves = lambda i, d: (i, i + d // 2)  # noqa: E731
     neighbours = lambda i, d: (2 * i, 2 * i + 1)  # noqa: E731
     forbidden = {"the package's RoPE (apply_rope, rope_angles)": [apply_rope, apply_rope_interleaved, rope_angles],
-                 "transformers' RoPE": _reference_helpers("apply_rotary_pos_emb", "rotate_half")}
+                 "transformers' RoPE": _reference_helpers("apply_rotary_pos_emb", "rotate_half",
+                                                           "LlamaRotaryEmbedding")}
     for head_dim, position, base in ((8, 3, 10000.0), (64, 100, 100000.0), (6, 0, 10000.0), (16, 1, 500.0)):
         x = torch.randn(head_dim, generator=g)
         got = _tensor(_call_without(fn, x.clone(), position, base, forbidden=forbidden, what="rope_one_position"),
@@ -1137,9 +1142,11 @@ def check_repeat_kv(fn):
     """``fn(x, n_rep) -> (batch, n_kv_heads * n_rep, tokens, head_dim)`` from ``x`` ``(batch, n_kv_heads,
     tokens, head_dim)``: each key/value head repeated ``n_rep`` times in a row, so that query head ``h``
     meets key/value head ``h // n_rep``, as grouped-query attention needs. The package's ``repeat_kv``
-    (and transformers') may not be called."""
+    (and transformers') may not be called, nor ``repeat_interleave``, which does it in one call: the
+    exercise asks for ``expand`` and ``reshape``."""
     g = _gen(20)
-    forbidden = {"the package's repeat_kv": [repeat_kv], "transformers' repeat_kv": _reference_helpers("repeat_kv")}
+    forbidden = {"the package's repeat_kv": [repeat_kv], "transformers' repeat_kv": _reference_helpers("repeat_kv"),
+                 "repeat_interleave (use expand and reshape)": [torch.repeat_interleave]}
     for shape, n_rep in (((2, 3, 5, 4), 3), ((1, 2, 3, 6), 4), ((2, 4, 2, 2), 1)):
         x = torch.randn(*shape, generator=g)
         got = _tensor(_call_without(fn, x.clone(), n_rep, forbidden=forbidden, what="repeat_kv"), "repeat_kv")
@@ -1161,9 +1168,12 @@ def check_repeat_kv(fn):
 
 
 def check_gqa_cache_bytes(fn):
-    """``fn(cfg, num_tokens) -> int``: bytes of a float32 key/value cache for one sequence of a Llama
-    model with config ``cfg`` (``SMOLLM2_CONFIG_135M``'s keys): ``n_kv_groups`` heads of
-    ``emb_dim / n_heads`` numbers per layer, for keys and for values."""
+    """``fn(cfg, num_tokens, batch_size, bytes_per_number) -> int``: bytes of a key/value cache for
+    ``batch_size`` sequences of ``num_tokens`` tokens of a Llama model with config ``cfg``
+    (``SMOLLM2_CONFIG_135M``'s keys), each number taking ``bytes_per_number`` bytes (4 in float32, 2 in
+    bfloat16): ``n_kv_groups`` heads of ``head_dim = emb_dim / n_heads`` numbers per layer, for keys and
+    for values. By formula: building a model or a layer (its ``new_kv_cache``) fails, and so does calling
+    the notebook's ``cache_bytes_per_token``."""
     from ..llama import SMOLLM2_CONFIG_135M
 
     configs = [  # (name, changes to SmolLM2-135M's config); the first ones tell the common mistakes apart
@@ -1174,18 +1184,25 @@ def check_gqa_cache_bytes(fn):
         ("a multi-query model", {"emb_dim": 64, "n_heads": 4, "n_kv_groups": 1, "n_layers": 3, "hidden_dim": 96}),
         ("a multi-head model", {"emb_dim": 96, "n_heads": 6, "n_kv_groups": 6, "n_layers": 2, "hidden_dim": 256}),
     ]
+    from ..attention import KVCache
+
+    forbidden = {**_BUILDING, "KVCache (it allocates a cache; count with a formula instead)": [KVCache.__init__],
+                 "the notebook's cache_bytes_per_token (write the formula here)": ["cache_bytes_per_token"]}
     for name, changes in configs:
         cfg = {**SMOLLM2_CONFIG_135M, **changes}
         L, d, nh, nkv = cfg["n_layers"], cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_groups"]
         head_dim = d // nh
-        for num_tokens in (1024, 7):
-            expected = 2 * L * num_tokens * nkv * head_dim * 4
-            got = _call(fn, dict(cfg), num_tokens, what="gqa_cache_bytes")
+        # float32 first (the common mistakes are told apart there), then bfloat16 and a batch
+        for num_tokens, batch_size, nbytes in ((1024, 1, 4), (7, 1, 4), (1024, 3, 2), (5, 2, 4)):
+            expected = 2 * L * batch_size * num_tokens * nkv * head_dim * nbytes
+            got = _call_without(fn, dict(cfg), num_tokens, batch_size, nbytes, forbidden=forbidden,
+                                what="gqa_cache_bytes")
             if isinstance(got, torch.Tensor) and got.numel() == 1:
                 got = got.item()
             if not isinstance(got, (int, float)) or isinstance(got, bool):
                 _fail(f"return a number of bytes, got {got!r}")
-            case = f"({name}: {L} layers, {nh} query heads, {nkv} key/value heads of {head_dim}, {num_tokens} tokens)"
+            case = (f"({name}: {L} layers, {nh} query heads, {nkv} key/value heads of {head_dim}, {num_tokens} "
+                    f"tokens, batch_size {batch_size}, {nbytes} bytes per number)")
             if got == expected:
                 continue
             if nkv != nh and got == expected // nkv * nh:
@@ -1195,12 +1212,16 @@ def check_gqa_cache_bytes(fn):
                 _fail(f"the cache holds keys and values: twice what you counted {case}")
             if got * L == expected:
                 _fail(f"every layer has its own cache: multiply by n_layers {case}")
-            if got * 4 == expected:
-                _fail(f"you counted numbers, not bytes: a float32 number takes 4 bytes {case}")
+            if got * nbytes == expected:
+                _fail(f"you counted numbers, not bytes: multiply by bytes_per_number {case}")
+            if nbytes != 4 and got * nbytes == expected * 4:
+                _fail(f"use bytes_per_number ({nbytes}), not 4 {case}")
+            if batch_size != 1 and got * batch_size == expected:
+                _fail(f"every sequence of the batch has its own cache: multiply by batch_size {case}")
             if got == expected // num_tokens * cfg["context_length"]:
                 _fail(f"count the tokens held (num_tokens), not context_length {case}")
             _fail(f"expected {expected:,} bytes {case}, got {got:,}: "
-                  f"2 x n_layers x tokens x n_kv_groups x (emb_dim / n_heads) x 4")
+                  f"2 x n_layers x batch_size x tokens x n_kv_groups x (emb_dim / n_heads) x bytes_per_number")
     return _passed("GQA cache size")
 
 # --- 10: finetuning with LoRA -------------------------------------------------------------------------
