@@ -797,12 +797,23 @@ def test_lora_forward():
     fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b, "frozen layer's alone")
     fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + x @ A.T @ B.T, "not scaled")
     fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + x @ A.T @ B.T * alpha,
-          "scaled by alpha \\(12\\)")
+          "scaled by alpha \\(10\\)")
     fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + x @ A.T @ B.T * rank / alpha,
           "upside down")
     fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + x @ A.T @ B.T * alpha / rank,
           "bias is missing")
     fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + (x @ B @ A).T, "wrong shape|raised")
+    fails(ex.check_lora_forward, lambda x, w, b, A, B, alpha, rank: x @ w.T + b + x @ A.T @ B.T * (alpha // rank),
+          "rounded down")
+
+    def through_the_package(x, w, b, A, B, alpha, rank):  # the shortcut: let LoRALinear compute it
+        from gpt_from_scratch.lora import LoRALinear
+        layer = LoRALinear(torch.nn.Linear(w.shape[1], w.shape[0]), rank, alpha)
+        with torch.no_grad():
+            for p, v in ((layer.linear.weight, w), (layer.linear.bias, b), (layer.A, A), (layer.B, B)):
+                p.copy_(v)
+            return layer(x)
+    fails(ex.check_lora_forward, through_the_package, "LoRALinear.forward")
     fails(ex.check_lora_forward, lambda *a: (_ for _ in ()).throw(NotImplementedError()), "not written yet")
 
 
@@ -820,6 +831,11 @@ def test_answer_targets():
           "not shifted")
     fails(ex.check_answer_targets, lambda ids, n: right(ids, n) + [0], "return 5 targets")
 
+    def through_the_package(ids, n):  # the shortcut: let the collate function compute it
+        from gpt_from_scratch.instruct import InstructionCollator
+        return InstructionCollator(pad_id=0)([(torch.tensor(ids), n)])[1][0].tolist()
+    fails(ex.check_answer_targets, through_the_package, "InstructionCollator")
+
 
 def test_lora_param_count_reference_equals_apply_lora():
     from gpt_from_scratch.llama import LlamaModel
@@ -829,10 +845,10 @@ def test_lora_param_count_reference_equals_apply_lora():
     for targets, rank, blocks in [(("W_query", "W_value"), 8, None), (("W_key", "fc1", "fc3", "out_proj"), 3, [1, 2])]:
         model = LlamaModel(cfg)
         apply_lora(model, targets, rank, alpha=1, blocks=blocks)
-        assert count_parameters(model)[0] == ex.lora_trainable_count(cfg, targets, rank, blocks)
+        assert count_parameters(model)[0] == ex._lora_trainable_count(cfg, targets, rank, blocks)
     # the notebook's numbers: rank 8 on the query and value projections of SmolLM2's 30 blocks
     smol = {"emb_dim": 576, "n_heads": 9, "n_kv_groups": 3, "hidden_dim": 1536, "n_layers": 30}
-    assert ex.lora_trainable_count(smol, ("W_query", "W_value"), 8) == 30 * 8 * (576 + 576 + 576 + 192)
+    assert ex._lora_trainable_count(smol, ("W_query", "W_value"), 8) == 30 * 8 * (576 + 576 + 576 + 192)
 
 
 def test_lora_param_count():
@@ -848,3 +864,15 @@ def test_lora_param_count():
     fails(ex.check_lora_param_count,
           lambda c, t, r, b: right(c, t, r, b) // (c["n_layers"] if b is None else len(list(b))), "every adapted block")
     fails(ex.check_lora_param_count, lambda c, t, r, b: 2 * right(c, t, r, b), "adds A \\(rank, d_in\\)")
+    fails(ex.check_lora_param_count, ex._lora_trainable_count, "checker's own answer")
+
+    def by_building(cfg, targets, rank, blocks):  # the shortcut: build the model and count
+        from gpt_from_scratch.llama import LlamaModel
+        from gpt_from_scratch.lora import apply_lora, count_parameters
+        full = {"vocab_size": 10, "context_length": 8, "rope_base": 10000.0, "rms_norm_eps": 1e-5,
+                "tie_weights": True, **cfg}
+        with torch.device("meta"):
+            model = LlamaModel(full)
+        apply_lora(model, targets, rank, alpha=1, blocks=blocks)
+        return count_parameters(model)[0]
+    fails(ex.check_lora_param_count, by_building, "nn.Module.__init__")
