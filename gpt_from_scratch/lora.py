@@ -11,14 +11,15 @@ freezes ``W`` and learns a low-rank change instead::
 ``d_in * d_out``. ``B`` starts at zero, so the wrapped model starts *exactly* equal to the base model
 and training moves it away gently; ``A`` starts small and random (Kaiming-uniform, as PyTorch
 initialises ``nn.Linear`` and as the ``peft`` library does), otherwise both gradients would be zero
-forever. ``alpha / rank`` scales the update so that changing the rank does not change how big a step
-the same learning rate takes.
+forever. ``alpha / rank`` scales the update so that changing the rank keeps the step the same
+learning rate takes roughly the same size.
 
     LoRALinear            one wrapped ``nn.Linear``; ``merge()`` folds ``B A * scale`` into ``W``
     apply_lora            wrap the chosen linear layers of any model, by name, freeze everything else
     merge_lora            replace every ``LoRALinear`` of a model by its merged ``nn.Linear``
     count_parameters      (trainable, total)
-    save_adapter / load_adapter   only ``A`` and ``B`` (kilobytes), refusing a model whose layers differ
+    save_adapter / load_adapter   only ``A`` and ``B`` (a few MB, where the model takes hundreds),
+                                  refusing a model whose layer names or shapes differ
 """
 
 import math
@@ -162,7 +163,8 @@ def count_parameters(model):
 
 def save_adapter(model, path):
     """Save only the adapter: each wrapped layer's ``A`` and ``B``, its base weight's shape, rank and
-    alpha. Returns the file's size in bytes (kilobytes, where the model takes megabytes)."""
+    alpha. Returns the file's size in bytes (a few megabytes for
+    SmolLM2, where its float32 weights take hundreds)."""
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers to save: call apply_lora(model, ...) first")
