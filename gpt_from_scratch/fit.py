@@ -12,8 +12,9 @@ adds what a real run needs:
 - gradient clipping;
 - ``max_steps``, a progress bar, and a :class:`History` of everything it measured;
 - exact resuming: with ``seed`` the data order is a function of the epoch, evaluation leaves the
-  loaders' random state as it found it, and a checkpoint (``checkpoint.py``) stores the model, the optimizer, the history
-  and the random state, so a resumed run continues exactly like an uninterrupted one;
+  loaders' random state as it found it, and a checkpoint (``checkpoint.py``) stores the model, the
+  optimizer, the history and the random state, so a resumed run continues exactly like an
+  uninterrupted one;
 - faster hardware (``devices.py``): mixed precision (``precision``: the forward pass under
   ``torch.autocast``, a gradient scaler for fp16) and gradient accumulation (``grad_accum``: the
   gradients of K batches add up before one optimizer step, for a batch larger than memory holds);
