@@ -68,6 +68,24 @@ def causal_mask(num_tokens, device=None):
     return torch.triu(torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device), diagonal=1)
 
 
+def causal_sdpa(queries, keys, values, mask, dropout_p=0.0):
+    """PyTorch's fused ``scaled_dot_product_attention`` with our causal ``mask`` (True = masked).
+
+    ``queries`` ``(b, heads, num_tokens, head_dim)``; ``keys``, ``values`` ``(b, heads, past + num_tokens,
+    head_dim)``; ``mask`` ``(num_tokens, past + num_tokens)``, the new tokens' rows of the causal mask.
+    The fused call never stores the (num_tokens x num_tokens) weights, which saves time and memory on
+    long sequences. Its boolean mask means "may attend" (ours means "masked"); ``is_causal`` builds the
+    usual mask itself and is right when there is no past. Used by ``MultiHeadAttention`` and by
+    ``llama.GroupedQueryAttention``.
+    """
+    num_tokens, total = mask.shape
+    if num_tokens == total:  # no cached past: the plain causal mask
+        return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p, is_causal=True)
+    if num_tokens == 1:  # one new token after the past: it may see everything, no mask needed
+        return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
+    return F.scaled_dot_product_attention(queries, keys, values, attn_mask=~mask, dropout_p=dropout_p)
+
+
 def _load_mask(module, state_dict, prefix):
     """Let ``load_state_dict(strict=True)`` accept files with and without the causal mask.
 
@@ -259,19 +277,8 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(context)
 
     def _sdpa(self, queries, keys, values, mask):
-        """The explicit lines of ``forward`` in one fused call: scale, mask, softmax, dropout, weights @ values.
-
-        PyTorch's ``scaled_dot_product_attention`` never stores the (num_tokens x num_tokens) weights,
-        which saves time and memory on long sequences. Its boolean mask means "may attend" (ours means
-        "masked"); ``is_causal`` builds the usual mask itself and is right when there is no past.
-        """
-        num_tokens, total = mask.shape
-        dropout_p = self.dropout.p if self.training else 0.0
-        if num_tokens == total:  # no cached past: the plain causal mask
-            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p, is_causal=True)
-        if num_tokens == 1:  # one new token after the past: it may see everything, no mask needed
-            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
-        return F.scaled_dot_product_attention(queries, keys, values, attn_mask=~mask, dropout_p=dropout_p)
+        """The explicit lines of ``forward`` in one fused call: scale, mask, softmax, dropout, weights @ values."""
+        return causal_sdpa(queries, keys, values, mask, dropout_p=self.dropout.p if self.training else 0.0)
 
     def new_kv_cache(self, batch_size, max_tokens=None):
         """An empty :class:`KVCache` for this layer: ``batch_size`` sequences of up to ``max_tokens``

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checks
-from .attention import KVCache, check_cache_room
+from .attention import KVCache, causal_sdpa, check_cache_room
 from .model import check_token_ids
 
 # SmolLM2-135M(-Instruct), as its GGUF metadata and transformers' config describe it.
@@ -243,12 +243,13 @@ class GroupedQueryAttention(nn.Module):
         keys = repeat_kv(keys, self.group_size)  # (b, num_heads, past + t, head_dim)
         values = repeat_kv(values, self.group_size)
 
+        # The new tokens are at positions past .. past + t - 1: their rows of the causal mask.
+        # (t, past + t), True = masked: token i may see keys 0 .. past + i (only these rows are built)
+        mask = torch.ones(num_tokens, past + num_tokens, dtype=torch.bool, device=x.device).triu(past + 1)
         if self.use_sdpa:
-            context = _sdpa(queries, keys, values, past)
+            context = causal_sdpa(queries, keys, values, mask)
         else:
             scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)  # (b, heads, t, past + t)
-            # The new tokens are at positions past .. past + t - 1; token i may see keys 0 .. past + i.
-            mask = torch.ones(num_tokens, past + num_tokens, dtype=torch.bool, device=x.device).triu(past + 1)
             weights = torch.softmax(scores.masked_fill(mask, -torch.inf), dim=-1)
             context = weights @ values  # (b, num_heads, t, head_dim)
         context = context.transpose(1, 2).reshape(b, num_tokens, self.d_out)
@@ -259,17 +260,6 @@ class GroupedQueryAttention(nn.Module):
         weight = self.W_key.weight
         return KVCache(batch_size, self.num_kv_groups, max_tokens, self.head_dim, dtype=weight.dtype,
                        device=weight.device)
-
-
-def _sdpa(queries, keys, values, past):
-    """PyTorch's fused attention: the explicit lines in one call (no (t x t) weights stored)."""
-    num_tokens, total = queries.shape[2], keys.shape[2]
-    if past == 0:
-        return F.scaled_dot_product_attention(queries, keys, values, is_causal=True)
-    if num_tokens == 1:  # one new token may see everything before it: no mask
-        return F.scaled_dot_product_attention(queries, keys, values)
-    allowed = torch.ones(num_tokens, total, dtype=torch.bool, device=queries.device).tril(past)
-    return F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed)
 
 
 # --- 5. The block and the model -----------------------------------------------------------------------
